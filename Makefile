@@ -1,0 +1,49 @@
+# One command sets everything up: the virtual environment lives in .venv (git-ignored)
+# and is built from uv.lock, so every machine gets the same versions.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
+
+.PHONY: venv run test unit integration lint typecheck format bench clean
+
+$(STAMP): pyproject.toml uv.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+	$(BIN)/uv sync --frozen --inexact --extra dev --quiet
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## run: start a broker, the Stripe emulator and a worker; enqueue sample jobs; print envelopes.
+run: venv
+	$(BIN)/python -m harness.demo
+
+## test: lint, type-check and the whole test suite (what CI runs).
+test: venv lint typecheck
+	$(BIN)/pytest
+
+unit: venv
+	$(BIN)/pytest tests/unit tests/emulator
+
+integration: venv
+	$(BIN)/pytest tests/integration
+
+lint: venv
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+
+typecheck: venv
+	$(BIN)/mypy cards worker producers stripe_emulator harness celeryconfig.py
+
+format: venv
+	$(BIN)/ruff format $(SRC)
+	$(BIN)/ruff check --fix $(SRC)
+
+## bench: end-to-end throughput, ours against a plain Celery task (see BENCHMARKS.md).
+bench: venv
+	$(BIN)/python -m bench.e2e
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,75 @@
+"""The result envelope ``{status, message, data}``: the seed API's response shape.
+
+Every job ends with exactly one envelope in the result backend, with Celery
+state SUCCESS, whether Stripe accepted the change or not. Consumers therefore
+read one shape and branch on ``status``.
+
+On success ``data`` is the customer object exactly as Stripe returned it. On
+failure ``data`` is a small error object, documented in the README:
+
+``kind``
+    What went wrong, one word from :class:`ErrorKind`.
+``code`` / ``param`` / ``request_id``
+    Stripe's error code, offending parameter and request id, when Stripe answered.
+``attempts``
+    How many Stripe calls this job made (0 when it never reached Stripe).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Final, TypedDict
+
+__all__ = ["SUCCESS_MESSAGE", "Envelope", "ErrorData", "ErrorKind", "failure", "success"]
+
+#: The seed API's success text, kept verbatim for its existing consumers.
+SUCCESS_MESSAGE: Final = "Método de pago actualizado con éxito"
+
+
+class ErrorKind(StrEnum):
+    INVALID_JOB = "invalid_job"
+    NO_SUCH_CUSTOMER = "no_such_customer"
+    NOT_ATTACHED = "not_attached"
+    INVALID_REQUEST = "invalid_request"
+    CARD_DECLINED = "card_declined"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    MISCONFIGURED = "misconfigured"
+    STRIPE_UNAVAILABLE = "stripe_unavailable"
+    INTERNAL = "internal"
+
+
+class ErrorData(TypedDict):
+    kind: str
+    code: str | None
+    param: str | None
+    request_id: str | None
+    attempts: int
+
+
+class Envelope(TypedDict):
+    status: bool
+    message: str
+    data: dict[str, Any] | None
+
+
+def success(customer: dict[str, Any]) -> Envelope:
+    return {"status": True, "message": SUCCESS_MESSAGE, "data": customer}
+
+
+def failure(
+    message: str,
+    kind: ErrorKind,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    request_id: str | None = None,
+    attempts: int = 0,
+) -> Envelope:
+    error: ErrorData = {
+        "kind": kind.value,
+        "code": code,
+        "param": param,
+        "request_id": request_id,
+        "attempts": attempts,
+    }
+    return {"status": False, "message": message, "data": dict(error)}

@@ -1,0 +1,193 @@
+"""The ``set_default_card`` job contract, shared by every producer and the worker.
+
+The fields are the seed API's body (``userId``, ``default_source``) plus a few
+optional ones. A job is validated twice: by the producer before it is sent, and
+by the worker when it arrives, because any Celery client in any language can
+send the task by name.
+
+Validation messages name the field and the rule (``userId must start with
+"cus_"``) and never echo the value: it may be huge, binary, or personal data.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+from pydantic import (
+    AnyHttpUrl,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+__all__ = [
+    "TASK_NAME",
+    "InvalidJob",
+    "SetDefaultCardJob",
+    "TargetField",
+    "validate_job",
+]
+
+TASK_NAME: Final = "cards.set_default_card"
+
+#: Stripe ids are prefix + letters and digits; Stripe documents 255 as the cap.
+MAX_STRIPE_ID_LENGTH: Final = 255
+#: job_id becomes part of the idempotency key (Stripe allows 255 characters).
+MAX_JOB_ID_LENGTH: Final = 128
+MAX_CALLBACK_URL_LENGTH: Final = 2048
+#: How much of an unknown field's name is quoted back in a message.
+MAX_QUOTED_NAME: Final = 40
+
+_ID_BODY = re.compile(r"[A-Za-z0-9]+")
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+
+SOURCE_PREFIXES: Final = ("card_", "src_", "pm_")
+
+
+class TargetField(StrEnum):
+    """Which customer field a job sets, by the kind of id it carries."""
+
+    DEFAULT_SOURCE = "default_source"
+    DEFAULT_PAYMENT_METHOD = "invoice_settings.default_payment_method"
+
+
+class InvalidJob(ValueError):
+    """A job that must not be sent to Stripe. ``str()`` is the human message."""
+
+    def __init__(self, problems: list[str], fields: list[str]) -> None:
+        self.problems = problems
+        self.fields = fields
+        super().__init__("invalid job: " + "; ".join(problems))
+
+
+def _check_stripe_id(value: str, field: str, prefixes: tuple[str, ...]) -> str:
+    if not value.startswith(prefixes):
+        wanted = " or ".join(f'"{p}"' for p in prefixes)
+        raise ValueError(f"{field} must start with {wanted}")
+    if len(value) > MAX_STRIPE_ID_LENGTH:
+        raise ValueError(f"{field} must be at most {MAX_STRIPE_ID_LENGTH} characters")
+    prefix = next(p for p in prefixes if value.startswith(p))
+    if not _ID_BODY.fullmatch(value[len(prefix) :]):
+        raise ValueError(f'{field} must be "{prefix}" followed by letters and digits only')
+    return value
+
+
+class SetDefaultCardJob(BaseModel):
+    """One request to make a card (or PaymentMethod) a customer's default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    userId: StrictStr
+    default_source: StrictStr
+    job_id: StrictStr | None = None
+    requested_at: AwareDatetime | None = None
+    stripe_account: StrictStr | None = None
+    callback_url: Annotated[AnyHttpUrl, Field(max_length=MAX_CALLBACK_URL_LENGTH)] | None = None
+
+    @field_validator("userId")
+    @classmethod
+    def _user_id(cls, value: str) -> str:
+        return _check_stripe_id(value, "userId", ("cus_",))
+
+    @field_validator("default_source")
+    @classmethod
+    def _default_source(cls, value: str) -> str:
+        return _check_stripe_id(value, "default_source", SOURCE_PREFIXES)
+
+    @field_validator("stripe_account")
+    @classmethod
+    def _stripe_account(cls, value: str | None) -> str | None:
+        return None if value is None else _check_stripe_id(value, "stripe_account", ("acct_",))
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if len(value) > MAX_JOB_ID_LENGTH:
+            raise ValueError(f"job_id must be at most {MAX_JOB_ID_LENGTH} characters")
+        if not _JOB_ID.fullmatch(value):
+            raise ValueError(
+                "job_id must be letters, digits and _ . : - only, starting with a letter or digit"
+            )
+        return value
+
+    @property
+    def target(self) -> TargetField:
+        if self.default_source.startswith("pm_"):
+            return TargetField.DEFAULT_PAYMENT_METHOD
+        return TargetField.DEFAULT_SOURCE
+
+    def stamped(self) -> SetDefaultCardJob:
+        """This job with the producer's defaults filled in: a job id and a request time."""
+        return self.model_copy(
+            update={
+                "job_id": self.job_id or str(uuid.uuid4()),
+                "requested_at": self.requested_at or datetime.now(UTC),
+            }
+        )
+
+    def to_task_kwargs(self) -> dict[str, str]:
+        """The Celery kwargs: JSON-safe, without unset fields."""
+        return {k: str(v) for k, v in self.model_dump(mode="json", exclude_none=True).items()}
+
+
+_RULES: Final = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "datetime_type": "must be an ISO 8601 date-time",
+    "datetime_parsing": "must be an ISO 8601 date-time",
+    "datetime_from_date_parsing": "must be an ISO 8601 date-time",
+    "timezone_aware": "must include a time zone",
+    "url_type": "must be a string URL",
+    "url_parsing": "must be a valid URL",
+    "url_scheme": "must be an http or https URL",
+    "string_too_long": f"must be at most {MAX_CALLBACK_URL_LENGTH} characters",
+    "too_long": f"must be at most {MAX_CALLBACK_URL_LENGTH} characters",
+}
+
+
+def _quote_name(name: object) -> str:
+    text = str(name)
+    if len(text) > MAX_QUOTED_NAME:
+        text = text[:MAX_QUOTED_NAME] + "…"
+    # ascii() escapes control and non-printable characters, so a message stays one line.
+    return ascii(text)[1:-1]
+
+
+def _describe(error: Any) -> tuple[str, str]:
+    """(field, message) for one pydantic error, without echoing the input."""
+    loc = error.get("loc") or ("job",)
+    field = str(loc[0])
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        quoted = _quote_name(field)
+        hint = difflib.get_close_matches(field, SetDefaultCardJob.model_fields, n=1)
+        suggestion = f' (did you mean "{hint[0]}"?)' if hint else ""
+        return quoted, f'unknown field "{quoted}"{suggestion}'
+    if kind == "value_error":
+        # Our validators already write "<field> <rule>"; pydantic prefixes "Value error, ".
+        return field, str(error.get("ctx", {}).get("error", error.get("msg", "")))
+    if kind == "model_type":
+        return "job", "job must be a JSON object of named fields"
+    return field, f"{field} {_RULES.get(kind, 'is invalid')}"
+
+
+def validate_job(fields: object) -> SetDefaultCardJob:
+    """Validate raw fields (a dict from any producer) or raise :class:`InvalidJob`."""
+    if not isinstance(fields, dict):
+        raise InvalidJob(["job must be a JSON object of named fields"], ["job"])
+    try:
+        return SetDefaultCardJob.model_validate(fields)
+    except ValidationError as exc:
+        described = [_describe(e) for e in exc.errors(include_input=False, include_url=False)]
+        raise InvalidJob([m for _, m in described], [f for f, _ in described]) from None

@@ -1,0 +1,127 @@
+"""The one settings model: every knob, its environment variable and its default.
+
+Celery's own configuration (``celeryconfig.py``) reads from here, so a setting is
+defined exactly once. Each field's environment variable is ``CARDS_<FIELD>``
+unless an alias says otherwise (the Celery and Stripe variables keep the names
+users already know). The README's settings table mirrors this file.
+
+Secrets (the Stripe key) are ``SecretStr``: their ``repr`` and ``str`` print
+``**********``, so a settings object can be logged without leaking them. A
+secret may also come from a file (``STRIPE_API_KEY_FILE``), as Docker and
+Kubernetes secrets are mounted.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Self
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["IDEMPOTENCY_KEY_LIFETIME_SECONDS", "Settings", "get_settings"]
+
+#: Stripe may prune an idempotency key 24 h after first use; a retry window
+#: longer than that could send a pruned key, which Stripe treats as new.
+IDEMPOTENCY_KEY_LIFETIME_SECONDS = 24 * 3600
+
+
+class Settings(BaseSettings):
+    """Runtime configuration, read from the environment (and ``.env`` if present)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CARDS_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    celery_broker_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("CELERY_BROKER_URL"),
+        description="Broker URL (redis:// or rediss://, password in the URL).",
+    )
+    celery_result_backend: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CELERY_RESULT_BACKEND"),
+        description="Result backend URL; defaults to the broker URL.",
+    )
+    stripe_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_API_KEY"),
+        description="Stripe secret key (sk_test_… or sk_live_…, or a restricted rk_… key).",
+    )
+    stripe_api_key_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_API_KEY_FILE"),
+        description="File holding the Stripe key; used when STRIPE_API_KEY is unset.",
+    )
+    stripe_api_base: str = Field(
+        default="https://api.stripe.com",
+        validation_alias=AliasChoices("STRIPE_API_BASE"),
+        description="Stripe API base URL; point it at the emulator for tests and demos.",
+    )
+    stripe_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one Stripe HTTP call."
+    )
+    retry_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Stripe attempts per job before giving up."
+    )
+    retry_backoff_seconds: int = Field(
+        default=1, ge=1, description="Base of the exponential backoff between attempts."
+    )
+    retry_backoff_max_seconds: int = Field(
+        default=300, ge=1, description="Cap of one backoff countdown."
+    )
+    retry_window_seconds: int = Field(
+        default=3600,
+        ge=1,
+        lt=IDEMPOTENCY_KEY_LIFETIME_SECONDS,
+        description="Total time a job may keep retrying, from its first attempt.",
+    )
+    visibility_timeout_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="Seconds before Redis redelivers an unacknowledged job (broker and backend).",
+    )
+    result_expires_seconds: int = Field(
+        default=86400, ge=60, description="How long results stay in the result backend."
+    )
+    state_redis_url: str | None = Field(
+        default=None,
+        description="Redis for per-job retry state; defaults to the broker URL.",
+    )
+    queue: str = Field(default="cards", description="Queue that jobs are sent to.")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        if self.stripe_api_key is None and self.stripe_api_key_file is not None:
+            try:
+                key = self.stripe_api_key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                # The path is not secret; the content is never read into the message.
+                raise ValueError(f"STRIPE_API_KEY_FILE cannot be read: {exc.strerror}") from None
+            self.stripe_api_key = SecretStr(key)
+        # A countdown must end well before Redis redelivers the waiting message,
+        # or the job runs again in parallel with itself.
+        if self.retry_backoff_max_seconds * 2 > self.visibility_timeout_seconds:
+            raise ValueError(
+                "CARDS_RETRY_BACKOFF_MAX_SECONDS must be at most half of "
+                "CARDS_VISIBILITY_TIMEOUT_SECONDS"
+            )
+        return self
+
+    @property
+    def result_backend_url(self) -> str:
+        return self.celery_result_backend or self.celery_broker_url
+
+    @property
+    def job_state_url(self) -> str:
+        return self.state_redis_url or self.celery_broker_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

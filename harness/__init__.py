@@ -1,0 +1,1 @@
+"""Dev-only harness: real Redis, worker and emulator processes for tests, bench and demo."""

@@ -1,0 +1,124 @@
+"""``make run``: real jobs through a real broker, worker and (emulated) Stripe.
+
+Starts a broker (``CELERY_BROKER_URL`` if set; else ``redis-server`` from PATH
+on a free port; else fakeredis's TCP server), the Stripe emulator and one
+``celery -A worker worker``; enqueues good and bad jobs; prints every
+envelope; stops what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from stripe_emulator.process import run_emulator
+
+from cards.jobs import TASK_NAME, InvalidJob
+from harness.processes import client_app, free_port, run_redis, run_worker
+from producers import enqueue_set_default_card, get_result
+
+DEMO_API_KEY = "sk_test_demo_not_a_real_key"
+
+
+@contextmanager
+def broker() -> Iterator[str]:
+    given = os.environ.get("CELERY_BROKER_URL")
+    if given:
+        print("broker: CELERY_BROKER_URL from the environment")
+        yield given
+    elif shutil.which("redis-server"):
+        with run_redis() as server:
+            print(f"broker: redis-server on 127.0.0.1:{server.port}")
+            yield server.url()
+    else:
+        from fakeredis import TcpFakeServer
+
+        port = free_port()
+        fake = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+        thread = threading.Thread(target=fake.serve_forever, daemon=True)
+        thread.start()
+        print(f"broker: fakeredis TCP server on 127.0.0.1:{port} (no redis-server on PATH)")
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            fake.shutdown()
+
+
+def show(label: str, envelope: Any) -> None:
+    print(f"\n=== {label}")
+    print(json.dumps(envelope, ensure_ascii=False, indent=2))
+
+
+def run_samples(app: Celery, emulator_admin: Any) -> None:
+    customers = emulator_admin.seed(3, cards_per_customer=2)
+    alice, bob, carol = customers
+    jobs: list[tuple[str, str]] = [
+        (
+            "card_ becomes default_source",
+            enqueue_set_default_card(alice["id"], alice["cards"][1], app=app),
+        ),
+        (
+            "src_ becomes default_source",
+            enqueue_set_default_card(bob["id"], bob["sources"][0], app=app),
+        ),
+        (
+            "pm_ becomes invoice_settings.default_payment_method",
+            enqueue_set_default_card(carol["id"], carol["payment_methods"][0], app=app),
+        ),
+        ("no such customer", enqueue_set_default_card("cus_DoesNotExist0", "card_1x", app=app)),
+        (
+            "card of another customer",
+            enqueue_set_default_card(alice["id"], bob["cards"][0], app=app),
+        ),
+    ]
+    emulator_admin.script_faults(carol["id"], ["error_500", "timeout_after_commit"])
+    jobs.append(
+        (
+            "Stripe 500, then a timeout after commit: recovered",
+            enqueue_set_default_card(carol["id"], carol["cards"][1], app=app),
+        )
+    )
+    raw = app.send_task(TASK_NAME, kwargs={"userId": 42, "defaultSource": "card_x"})
+    jobs.append(("raw Celery message with bad kwargs (no producer validation)", raw.id))
+
+    try:
+        enqueue_set_default_card("not-a-customer", "card_1", app=app)
+    except InvalidJob as exc:
+        print(f"\n=== refused by the producer, nothing enqueued\n{exc}")
+
+    for label, job_id in jobs:
+        show(f"{label}  [job {job_id}]", get_result(job_id, timeout=60, app=app))
+
+
+def main() -> int:
+    with ExitStack() as stack:
+        broker_url = stack.enter_context(broker())
+        emulator = stack.enter_context(run_emulator(api_key=DEMO_API_KEY))
+        print(f"stripe emulator: {emulator.url}")
+        log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cards-demo-")))
+        env = {
+            "CELERY_BROKER_URL": broker_url,
+            "CELERY_RESULT_BACKEND": broker_url,
+            "STRIPE_API_KEY": DEMO_API_KEY,
+            "STRIPE_API_BASE": emulator.url,
+            "CARDS_STRIPE_TIMEOUT_SECONDS": "2",
+            "CARDS_RETRY_BACKOFF_MAX_SECONDS": "2",
+        }
+        stack.enter_context(run_worker(env, log_dir / "worker.log", concurrency=2))
+        print("worker: celery -A worker worker -l info -c 2 (ready)")
+        run_samples(client_app(broker_url), emulator.admin)
+    print("\nstopped the worker, the emulator and the broker.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Real processes for tests, benchmarks and the demo: a private Redis and ``celery worker``s.
+
+Both are started exactly as an operator would (``redis-server …``,
+``celery -A worker worker -l info …``), on loopback, on free ports, and waited
+for by condition (a PING answer, the worker's "ready." line) with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from celery import Celery
+
+__all__ = [
+    "REPO_ROOT",
+    "CeleryWorker",
+    "RedisServer",
+    "client_app",
+    "free_port",
+    "run_redis",
+    "run_worker",
+    "wait_for",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POLL_SECONDS = 0.05
+
+
+def client_app(broker_url: str, backend_url: str | None = None) -> Celery:
+    """A producer-side Celery app with the project's configuration, on another broker."""
+    app = Celery("cards-client")
+    app.config_from_object("celeryconfig")
+    app.conf.update(broker_url=broker_url, result_backend=backend_url or broker_url)
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail the test with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(POLL_SECONDS)
+
+
+@dataclass
+class RedisServer:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.port, db=db)
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+@contextmanager
+def run_redis(extra_args: tuple[str, ...] = ()) -> Iterator[RedisServer]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *extra_args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _answers_ping(port), 10, f"redis-server on port {port}")
+        yield RedisServer(port, process)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@dataclass
+class CeleryWorker:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children), as a crash would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@contextmanager
+def run_worker(
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    concurrency: int = 2,
+    name: str = "w1",
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[CeleryWorker]:
+    worker = start_worker(env, log_path, concurrency=concurrency, name=name, extra_args=extra_args)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def start_worker(
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    concurrency: int = 2,
+    name: str = "w1",
+    extra_args: tuple[str, ...] = (),
+) -> CeleryWorker:
+    """Start ``celery -A worker worker -l info`` and wait until it says it is ready."""
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    log_file = log_path.open("ab")
+    process = subprocess.Popen(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "worker",
+            "worker",
+            "-l",
+            "info",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            *extra_args,
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log_file.close()
+    worker = CeleryWorker(process, log_path)
+
+    def ready() -> bool:
+        if not worker.alive:
+            raise RuntimeError(f"celery worker exited early:\n{worker.log[-3000:]}")
+        since_start = worker.log_path.read_bytes()[offset:].decode(errors="replace")
+        return f"{name}@" in since_start and " ready." in since_start
+
+    wait_for(ready, 60, f"celery worker {name} to be ready")
+    return worker

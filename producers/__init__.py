@@ -1,0 +1,13 @@
+"""Producers of ``set_default_card`` jobs: a Python API and the ``cards`` CLI.
+
+Upstream services import::
+
+    from producers import enqueue_set_default_card, get_result
+
+    job_id = enqueue_set_default_card("cus_…", "card_…")
+    envelope = get_result(job_id, timeout=30)
+"""
+
+from producers.jobs import InvalidJob, ResultNotReady, enqueue_set_default_card, get_result
+
+__all__ = ["InvalidJob", "ResultNotReady", "enqueue_set_default_card", "get_result"]

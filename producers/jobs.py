@@ -1,0 +1,153 @@
+"""Enqueue ``set_default_card`` jobs and read their results, by task name only.
+
+Producers share the job contract with the worker (:mod:`cards.jobs`) but never
+import the worker or Stripe: they validate, then send the task by name through
+a client-only Celery app configured from ``celeryconfig``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, cast
+
+from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import AsyncResult
+
+from cards.envelope import Envelope, ErrorKind, failure
+from cards.jobs import TASK_NAME, InvalidJob, SetDefaultCardJob, validate_job
+from cards.settings import get_settings
+
+__all__ = [
+    "InvalidJob",
+    "ResultNotReady",
+    "Unreachable",
+    "build_job",
+    "check_connections",
+    "enqueue_job",
+    "enqueue_set_default_card",
+    "get_result",
+]
+
+#: How long a connectivity check waits for the broker and backend.
+PING_TIMEOUT_SECONDS = 3
+
+
+class Unreachable(ConnectionError):
+    """The broker or the result backend does not answer."""
+
+
+class ResultNotReady(TimeoutError):
+    """The job has no result yet (still queued, running or retrying, or unknown)."""
+
+    def __init__(self, job_id: str, state: str) -> None:
+        self.job_id = job_id
+        self.state = state
+        super().__init__(f"job {job_id} has no result yet (state {state})")
+
+
+@lru_cache(maxsize=1)
+def producer_app() -> Celery:
+    app = Celery("cards-producer")
+    app.config_from_object("celeryconfig")
+    return app
+
+
+def check_connections(app: Celery | None = None, timeout: int = PING_TIMEOUT_SECONDS) -> None:
+    """Fail fast with :class:`Unreachable` unless the broker and result backend answer.
+
+    Celery itself retries for tens of seconds before giving up, which suits a
+    long-running service but not a command a person is waiting on.
+    """
+    app = app or producer_app()
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+        client = getattr(app.backend, "client", None)
+        if client is not None:
+            client.ping()
+    except Exception as exc:  # kombu and redis raise many types for "no answer"
+        raise Unreachable(type(exc).__name__) from None
+
+
+def build_job(
+    user_id: str,
+    default_source: str,
+    *,
+    job_id: str | None = None,
+    requested_at: datetime | str | None = None,
+    stripe_account: str | None = None,
+    callback_url: str | None = None,
+) -> SetDefaultCardJob:
+    """A validated job with its id and request time stamped; :class:`InvalidJob` if wrong."""
+    fields: dict[str, Any] = {"userId": user_id, "default_source": default_source}
+    optional = {
+        "job_id": job_id,
+        "requested_at": requested_at,
+        "stripe_account": stripe_account,
+        "callback_url": callback_url,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    return validate_job(fields).stamped()
+
+
+def enqueue_job(job: SetDefaultCardJob, app: Celery | None = None) -> str:
+    """Send a validated job by task name, with its job id as the Celery task id."""
+    job = job.stamped()
+    job_id = job.job_id
+    assert job_id is not None  # stamped() always sets it
+    (app or producer_app()).send_task(
+        TASK_NAME,
+        kwargs=job.to_task_kwargs(),
+        task_id=job_id,
+        queue=get_settings().queue,
+    )
+    return job_id
+
+
+def enqueue_set_default_card(
+    user_id: str,
+    default_source: str,
+    *,
+    job_id: str | None = None,
+    requested_at: datetime | str | None = None,
+    stripe_account: str | None = None,
+    callback_url: str | None = None,
+    app: Celery | None = None,
+) -> str:
+    """Validate and enqueue one job; its job id.
+
+    Raises :class:`InvalidJob` (nothing is enqueued) when a field is wrong.
+    """
+    job = build_job(
+        user_id,
+        default_source,
+        job_id=job_id,
+        requested_at=requested_at,
+        stripe_account=stripe_account,
+        callback_url=callback_url,
+    )
+    return enqueue_job(job, app)
+
+
+def get_result(job_id: str, timeout: float | None = 30.0, *, app: Celery | None = None) -> Envelope:
+    """The job's envelope, waiting up to ``timeout`` seconds (0: do not wait).
+
+    Raises :class:`ResultNotReady` if there is none yet.
+    """
+    result: AsyncResult[Any] = AsyncResult(job_id, app=app or producer_app())
+    if timeout is not None and timeout <= 0:
+        if not result.ready():
+            raise ResultNotReady(job_id, result.state)
+    else:
+        try:
+            result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
+        except CeleryTimeoutError:
+            raise ResultNotReady(job_id, result.state) from None
+    value = result.result
+    if result.successful() and isinstance(value, dict) and "status" in value:
+        return cast(Envelope, value)
+    # The worker ends every job with an envelope; anything else is a crash that
+    # escaped it, reported in the same shape without its traceback.
+    return failure(f"job {job_id} ended abnormally (state {result.state})", ErrorKind.INTERNAL)

@@ -1,0 +1,74 @@
+"""Integration fixtures: a private redis-server, the Stripe emulator, real workers.
+
+Everything is a real process talking over loopback. The session's worker uses
+short timeouts and backoffs so that fault-recovery tests finish in seconds;
+tests that need other settings start their own worker on their own Redis
+database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from stripe_emulator.process import EmulatorProcess, run_emulator
+
+from harness.processes import CeleryWorker, RedisServer, client_app, run_redis, run_worker
+
+API_KEY = "sk_test_integration_0123456789"
+#: Stripe attempts per job in the session worker: enough for every scripted fault sequence.
+MAX_ATTEMPTS = 6
+
+
+def worker_env(redis_url: str, emulator_url: str, **overrides: str) -> dict[str, str]:
+    return {
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "STRIPE_API_KEY": API_KEY,
+        "STRIPE_API_BASE": emulator_url,
+        "CARDS_STRIPE_TIMEOUT_SECONDS": "1",
+        "CARDS_RETRY_BACKOFF_SECONDS": "1",
+        "CARDS_RETRY_BACKOFF_MAX_SECONDS": "2",
+        "CARDS_RETRY_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with run_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[EmulatorProcess]:
+    with run_emulator(api_key=API_KEY) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def worker(
+    redis_server: RedisServer, emulator: EmulatorProcess, logs_dir: Path
+) -> Iterator[CeleryWorker]:
+    env = worker_env(redis_server.url(), emulator.url)
+    with run_worker(env, logs_dir / "session-worker.log", concurrency=2) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def app(redis_server: RedisServer) -> Celery:
+    return client_app(redis_server.url())
+
+
+@pytest.fixture
+def customers(emulator: EmulatorProcess) -> list[dict[str, Any]]:
+    """Fresh customers, each with two cards, a source and a PaymentMethod attached."""
+    return emulator.admin.seed(4, cards_per_customer=2)

@@ -1,0 +1,218 @@
+"""Error classification, as a table: SDK exception in, meaning out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import stripe
+
+from cards.envelope import ErrorKind
+from worker.errors import (
+    CardDeclined,
+    IdempotencyConflict,
+    InvalidRequest,
+    Misconfigured,
+    NoSuchCustomer,
+    NotAttached,
+    PermanentError,
+    StripeCallError,
+    StripeConflict,
+    StripeConnectionFailed,
+    StripeLockTimeout,
+    StripeRateLimited,
+    StripeServerError,
+    TransientError,
+    classify,
+)
+
+
+def sdk_error(
+    cls: type[stripe.StripeError],
+    status: int | None,
+    *,
+    type_: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    message: str = "boom",
+    headers: dict[str, str] | None = None,
+) -> stripe.StripeError:
+    body: dict[str, Any] = {"error": {"type": type_, "message": message}}
+    if code:
+        body["error"]["code"] = code
+    if param:
+        body["error"]["param"] = param
+    all_headers = {"request-id": "req_123", **(headers or {})}
+    if cls in (stripe.InvalidRequestError, stripe.CardError):
+        return cls(message, param, code, None, status, body, all_headers)  # type: ignore[call-arg]
+    return cls(message, None, status, body, all_headers)
+
+
+TABLE: list[tuple[str, stripe.StripeError, type[StripeCallError]]] = [
+    ("connection", stripe.APIConnectionError("reset"), StripeConnectionFailed),
+    ("429 rate_limit", sdk_error(stripe.RateLimitError, 429, code="rate_limit"), StripeRateLimited),
+    (
+        "429 lock_timeout",
+        sdk_error(stripe.RateLimitError, 429, code="lock_timeout"),
+        StripeLockTimeout,
+    ),
+    (
+        "409 in flight",
+        sdk_error(stripe.APIError, 409, code="idempotency_key_in_use"),
+        StripeConflict,
+    ),
+    ("500", sdk_error(stripe.APIError, 500, type_="api_error"), StripeServerError),
+    ("503", sdk_error(stripe.APIError, 503, type_="api_error"), StripeServerError),
+    (
+        "404 no such customer",
+        sdk_error(
+            stripe.InvalidRequestError,
+            404,
+            code="resource_missing",
+            param="id",
+            message="No such customer: 'cus_x'",
+        ),
+        NoSuchCustomer,
+    ),
+    (
+        "400 card not attached (by param)",
+        sdk_error(
+            stripe.InvalidRequestError,
+            400,
+            code="resource_missing",
+            param="default_source",
+            message="Customer cus_X does not have a linked source with ID card_X.",
+        ),
+        NotAttached,
+    ),
+    (
+        "400 card not attached (by text only)",
+        sdk_error(
+            stripe.InvalidRequestError,
+            400,
+            message="Customer cus_X does not have a linked source with ID card_X.",
+        ),
+        NotAttached,
+    ),
+    (
+        "400 payment method not attached",
+        sdk_error(
+            stripe.InvalidRequestError,
+            400,
+            code="resource_missing",
+            param="invoice_settings[default_payment_method]",
+            message="The customer does not have a payment method with the ID pm_1.",
+        ),
+        NotAttached,
+    ),
+    (
+        "400 other",
+        sdk_error(stripe.InvalidRequestError, 400, code="parameter_unknown"),
+        InvalidRequest,
+    ),
+    (
+        "402",
+        sdk_error(stripe.CardError, 402, type_="card_error", code="card_declined"),
+        CardDeclined,
+    ),
+    (
+        "400 idempotency_error",
+        sdk_error(stripe.IdempotencyError, 400, type_="idempotency_error"),
+        IdempotencyConflict,
+    ),
+    ("401", sdk_error(stripe.AuthenticationError, 401), Misconfigured),
+    ("403", sdk_error(stripe.PermissionError, 403), Misconfigured),
+    (
+        "400 with Stripe-Should-Retry: true",
+        sdk_error(stripe.InvalidRequestError, 400, headers={"Stripe-Should-Retry": "true"}),
+        StripeServerError,
+    ),
+    (
+        "500 with Stripe-Should-Retry: false",
+        sdk_error(stripe.APIError, 500, headers={"stripe-should-retry": "false"}),
+        InvalidRequest,
+    ),
+    (
+        "401 with Stripe-Should-Retry: true stays a configuration error",
+        sdk_error(stripe.AuthenticationError, 401, headers={"Stripe-Should-Retry": "true"}),
+        Misconfigured,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"), [(e, c) for _, e, c in TABLE], ids=[t[0] for t in TABLE]
+)
+def test_classification_table(exc: stripe.StripeError, expected: type[StripeCallError]) -> None:
+    assert type(classify(exc)) is expected
+
+
+RETRYABLE = {
+    StripeConnectionFailed,
+    StripeRateLimited,
+    StripeLockTimeout,
+    StripeConflict,
+    StripeServerError,
+}
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"), [(e, c) for _, e, c in TABLE], ids=[t[0] for t in TABLE]
+)
+def test_retryable_exactly_when_transient(exc: stripe.StripeError, expected: type) -> None:
+    meaning = classify(exc)
+    assert isinstance(meaning, TransientError) == (expected in RETRYABLE)
+    assert isinstance(meaning, PermanentError) == (expected not in RETRYABLE)
+
+
+def test_only_server_errors_are_saved_under_the_key() -> None:
+    saved = {
+        type(classify(e)) for _, e, _ in TABLE if getattr(classify(e), "response_saved", False)
+    }
+    assert saved == {StripeServerError}
+
+
+def test_stripe_details_are_carried() -> None:
+    meaning = classify(
+        sdk_error(
+            stripe.InvalidRequestError,
+            404,
+            code="resource_missing",
+            param="id",
+            message="No such customer: 'cus_x'",
+        )
+    )
+    assert (meaning.http_status, meaning.code, meaning.param, meaning.request_id) == (
+        404,
+        "resource_missing",
+        "id",
+        "req_123",
+    )
+    assert meaning.kind is ErrorKind.NO_SUCH_CUSTOMER
+    assert meaning.message == "no such customer"
+
+
+@pytest.mark.parametrize(
+    ("param", "text"),
+    [
+        ("default_source", "card is not attached to this customer; assign it first"),
+        (
+            "invoice_settings[default_payment_method]",
+            "payment method is not attached to this customer; attach it first",
+        ),
+    ],
+)
+def test_not_attached_messages_say_what_to_do(param: str, text: str) -> None:
+    meaning = classify(
+        sdk_error(stripe.InvalidRequestError, 400, code="resource_missing", param=param)
+    )
+    assert meaning.message == text
+
+
+def test_misconfigured_message_never_contains_the_key() -> None:
+    key = "sk_test_SECRETSECRET"
+    meaning = classify(
+        sdk_error(stripe.AuthenticationError, 401, message=f"Invalid API Key provided: {key}")
+    )
+    assert meaning.message.startswith("worker is misconfigured")
+    assert key not in meaning.message

@@ -1,0 +1,139 @@
+"""One attempt of a ``set_default_card`` job, as decisions over injected edges.
+
+The runner knows nothing of Celery: it gets a validated job, talks to Stripe
+through a :class:`~worker.gateway.StripeGateway` and keeps per-job state in a
+:class:`~worker.jobstate.JobStateStore`. It answers either a final
+:class:`~cards.envelope.Envelope` or :class:`RetryLater`.
+
+After a saved 5xx (see :mod:`worker.idempotency`) we **reconcile, then move to
+a new key generation**: the next attempt first re-reads the customer. If the
+requested default is already in place, the earlier call was applied before it
+failed, and the job succeeds with the customer as read, without a second
+write. Otherwise it writes under the next generation's key. Either way, one
+job applies at most one write. Reconciling alone would leave a job whose first
+call failed before applying stuck on a replayed 500; a new key alone would
+apply a second write whenever the 500 came after the change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from cards.envelope import Envelope, ErrorKind, failure, success
+from cards.jobs import SetDefaultCardJob, TargetField
+from worker.errors import Misconfigured, PermanentError, TransientError
+from worker.gateway import StripeGateway
+from worker.idempotency import idempotency_key
+from worker.jobstate import JobStateStore
+from worker.retries import RetryPolicy
+
+__all__ = ["RetryLater", "SetDefaultCardRunner", "already_applied"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """Run the job again in ``countdown`` seconds."""
+
+    countdown: int
+    reason: str
+
+
+def already_applied(customer: dict[str, Any], job: SetDefaultCardJob) -> bool:
+    """Does Stripe's customer already have the job's card as its default?"""
+    if job.target is TargetField.DEFAULT_PAYMENT_METHOD:
+        settings = customer.get("invoice_settings") or {}
+        return bool(settings.get("default_payment_method") == job.default_source)
+    return bool(customer.get("default_source") == job.default_source)
+
+
+class SetDefaultCardRunner:
+    def __init__(
+        self,
+        gateway: StripeGateway,
+        store: JobStateStore,
+        policy: RetryPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.gateway = gateway
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+
+    def run(self, job: SetDefaultCardJob, job_id: str) -> Envelope | RetryLater:
+        now = self.clock()
+        try:
+            state = self.store.begin_attempt(job_id, now)
+        except redis.RedisError:
+            # Nothing was sent to Stripe; try again once the state store is back.
+            return RetryLater(self.policy.countdown(1), "state_store")
+        try:
+            customer = self._attempt(job, job_id, state.generation)
+        except TransientError as exc:
+            return self._after_transient(
+                job_id, exc, state.attempt, state.first_attempt_at, now, state.generation
+            )
+        except PermanentError as exc:
+            if isinstance(exc, Misconfigured):
+                logger.critical("Stripe refused the worker's credentials: %s", exc.message)
+            self._forget(job_id)
+            return failure(
+                exc.message,
+                exc.kind,
+                code=exc.code,
+                param=exc.param,
+                request_id=exc.request_id,
+                attempts=state.attempt,
+            )
+        self._forget(job_id)
+        return success(customer)
+
+    def _attempt(self, job: SetDefaultCardJob, job_id: str, generation: int) -> dict[str, Any]:
+        if generation > 0:
+            customer = self.gateway.retrieve_customer(job)
+            if already_applied(customer, job):
+                return customer
+        return self.gateway.set_default(job, idempotency_key(job_id, generation))
+
+    def _after_transient(
+        self,
+        job_id: str,
+        exc: TransientError,
+        attempt: int,
+        first_attempt_at: float,
+        now: float,
+        generation: int,
+    ) -> Envelope | RetryLater:
+        countdown = self.policy.countdown(attempt)
+        if self.policy.gives_up(attempt, first_attempt_at, now, countdown):
+            self._forget(job_id)
+            return failure(
+                f"Stripe unavailable, gave up after {attempt} attempts (last: {exc.message})",
+                ErrorKind.STRIPE_UNAVAILABLE,
+                code=exc.code or exc.reason,
+                param=exc.param,
+                request_id=exc.request_id,
+                attempts=attempt,
+            )
+        try:
+            if exc.response_saved:
+                self.store.advance_generation(job_id, generation)
+        except redis.RedisError:
+            # Without the new generation the next attempt replays the saved 5xx
+            # and lands here again; the job is late, not wrong.
+            logger.warning("job %s: could not record the next key generation", job_id)
+        return RetryLater(countdown, exc.reason)
+
+    def _forget(self, job_id: str) -> None:
+        try:
+            self.store.forget(job_id)
+        except redis.RedisError:
+            # The state expires on its own; the job's outcome stands.
+            logger.warning("job %s: could not delete its retry state", job_id)
