@@ -24,7 +24,14 @@ _settings = get_settings()
 broker_url = _settings.celery_broker_url
 result_backend = _settings.result_backend_url
 broker_connection_retry_on_startup = True
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
+broker_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout_seconds,
+    # kombu sweeps for abandoned jobs every interval x throttle seconds (100 s by
+    # default); with throttle 1 the interval alone says how late a dead worker's
+    # job can be redelivered beyond the visibility timeout.
+    "unacked_restore_interval": _settings.unacked_restore_interval_seconds,
+    "unacked_restore_throttle": 1,
+}
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
 
 task_serializer = "json"
@@ -37,7 +44,6 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 
 task_default_queue = _settings.queue
-task_track_started = True
 result_expires = _settings.result_expires_seconds
 
 worker_send_task_events = True

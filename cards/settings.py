@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Seconds before Redis redelivers an unacknowledged job (broker and backend).",
     )
+    unacked_restore_interval_seconds: int = Field(
+        default=10,
+        ge=1,
+        description="How often a worker looks for jobs whose worker died (past the visibility "
+        "timeout) and puts them back on the queue.",
+    )
     result_expires_seconds: int = Field(
         default=86400, ge=60, description="How long results stay in the result backend."
     )

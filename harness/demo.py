@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from stripe_emulator.process import run_emulator
 
 from cards.jobs import TASK_NAME, InvalidJob
 from harness.processes import client_app, free_port, run_redis, run_worker
 from producers import enqueue_set_default_card, get_result
+from stripe_emulator.process import run_emulator
 
 DEMO_API_KEY = "sk_test_demo_not_a_real_key"
 

@@ -157,15 +157,16 @@ def start_worker(
     concurrency: int = 2,
     name: str = "w1",
     extra_args: tuple[str, ...] = (),
+    app_module: str = "worker",
 ) -> CeleryWorker:
-    """Start ``celery -A worker worker -l info`` and wait until it says it is ready."""
+    """Start ``celery -A <app_module> worker -l info`` and wait until it says it is ready."""
     offset = log_path.stat().st_size if log_path.exists() else 0
     log_file = log_path.open("ab")
     process = subprocess.Popen(
         [
             str(BIN / "celery"),
             "-A",
-            "worker",
+            app_module,
             "worker",
             "-l",
             "info",

@@ -30,7 +30,7 @@ from cards.jobs import SetDefaultCardJob, TargetField
 from worker.errors import Misconfigured, PermanentError, TransientError
 from worker.gateway import StripeGateway
 from worker.idempotency import idempotency_key
-from worker.jobstate import JobStateStore
+from worker.jobstate import AttemptState, JobStateStore
 from worker.retries import RetryPolicy
 
 __all__ = ["RetryLater", "SetDefaultCardRunner", "already_applied"]
@@ -67,32 +67,45 @@ class SetDefaultCardRunner:
         self.policy = policy
         self.clock = clock
 
-    def run(self, job: SetDefaultCardJob, job_id: str) -> Envelope | RetryLater:
+    def run(
+        self, job: SetDefaultCardJob, job_id: str, *, first_delivery: bool = False
+    ) -> Envelope | RetryLater:
+        """One attempt. ``first_delivery``: the job has not been retried before.
+
+        A first delivery skips the state store until something fails: nearly
+        every job succeeds at once and needs no state. A redelivered first
+        attempt (its worker died) then starts at key generation 0; if that
+        key holds a saved 5xx, the replay leads back here and on to the
+        recorded generation, one attempt later.
+        """
         now = self.clock()
+        state: AttemptState | None = None
+        if not first_delivery:
+            try:
+                state = self.store.begin_attempt(job_id, now)
+            except redis.RedisError:
+                # Nothing was sent to Stripe; try again once the state store is back.
+                return RetryLater(self.policy.countdown(1), "state_store")
+        generation = state.generation if state else 0
         try:
-            state = self.store.begin_attempt(job_id, now)
-        except redis.RedisError:
-            # Nothing was sent to Stripe; try again once the state store is back.
-            return RetryLater(self.policy.countdown(1), "state_store")
-        try:
-            customer = self._attempt(job, job_id, state.generation)
+            customer = self._attempt(job, job_id, generation)
         except TransientError as exc:
-            return self._after_transient(
-                job_id, exc, state.attempt, state.first_attempt_at, now, state.generation
-            )
+            return self._after_transient(job_id, exc, state, now, generation)
         except PermanentError as exc:
             if isinstance(exc, Misconfigured):
                 logger.critical("Stripe refused the worker's credentials: %s", exc.message)
-            self._forget(job_id)
+            if state:
+                self._forget(job_id)
             return failure(
                 exc.message,
                 exc.kind,
                 code=exc.code,
                 param=exc.param,
                 request_id=exc.request_id,
-                attempts=state.attempt,
+                attempts=state.attempt if state else 1,
             )
-        self._forget(job_id)
+        if state:
+            self._forget(job_id)
         return success(customer)
 
     def _attempt(self, job: SetDefaultCardJob, job_id: str, generation: int) -> dict[str, Any]:
@@ -106,11 +119,21 @@ class SetDefaultCardRunner:
         self,
         job_id: str,
         exc: TransientError,
-        attempt: int,
-        first_attempt_at: float,
+        state: AttemptState | None,
         now: float,
         generation: int,
     ) -> Envelope | RetryLater:
+        try:
+            if state is None:
+                state = self.store.begin_attempt(job_id, now)
+            if exc.response_saved:
+                self.store.advance_generation(job_id, generation)
+        except redis.RedisError:
+            # Without the state the next attempt may replay a saved 5xx and land
+            # here again: the job is late, not wrong.
+            logger.warning("job %s: could not record its retry state", job_id)
+        attempt = state.attempt if state else 1
+        first_attempt_at = state.first_attempt_at if state else now
         countdown = self.policy.countdown(attempt)
         if self.policy.gives_up(attempt, first_attempt_at, now, countdown):
             self._forget(job_id)
@@ -122,13 +145,6 @@ class SetDefaultCardRunner:
                 request_id=exc.request_id,
                 attempts=attempt,
             )
-        try:
-            if exc.response_saved:
-                self.store.advance_generation(job_id, generation)
-        except redis.RedisError:
-            # Without the new generation the next attempt replays the saved 5xx
-            # and lands here again; the job is late, not wrong.
-            logger.warning("job %s: could not record the next key generation", job_id)
         return RetryLater(countdown, exc.reason)
 
     def _forget(self, job_id: str) -> None:

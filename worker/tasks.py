@@ -101,7 +101,7 @@ def set_default_card(self: celery.Task[Any, Envelope], *args: Any, **fields: Any
         else:
             job_id = job.job_id or job_id
             try:
-                outcome = runner().run(job, job_id)
+                outcome = runner().run(job, job_id, first_delivery=not self.request.retries)
             except Exception:
                 # A bug, not a Stripe answer: report it once instead of retrying blindly.
                 logger.exception("job %s: unexpected error", job_id)

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from stripe_emulator.process import EmulatorProcess, run_emulator
 
 from harness.processes import CeleryWorker, RedisServer, client_app, run_redis, run_worker
+from stripe_emulator.process import EmulatorProcess, run_emulator
 
 API_KEY = "sk_test_integration_0123456789"
 #: Stripe attempts per job in the session worker: enough for every scripted fault sequence.
@@ -35,6 +35,22 @@ def worker_env(redis_url: str, emulator_url: str, **overrides: str) -> dict[str,
         "CARDS_RETRY_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
         **overrides,
     }
+
+
+def applied_writes(emulator: EmulatorProcess, key: str) -> int:
+    """Writes the emulator applied (not replayed) under one idempotency key."""
+    return int(emulator.admin.ledger()["writes_applied_by_key"].get(key, 0))
+
+
+def customer_writes(emulator: EmulatorProcess, customer_id: str) -> int:
+    """Writes the emulator applied (not replayed) to one customer."""
+    return int(emulator.admin.ledger()["writes_applied_by_customer"].get(customer_id, 0))
+
+
+def requests_with_key(emulator: EmulatorProcess, key: str) -> int:
+    """Every write request that carried this idempotency key, whatever its answer."""
+    events = emulator.admin.ledger()["events"]
+    return sum(1 for event in events if event["idempotency_key"] == key)
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stripe_emulator.process import EmulatorProcess
 
 from cards.jobs import TASK_NAME
 from harness.processes import BIN, RedisServer, client_app, free_port, start_worker, wait_for
 from producers import enqueue_set_default_card, get_result
-from tests.integration.conftest import worker_env
+from stripe_emulator.process import EmulatorProcess
+from tests.integration.conftest import applied_writes, customer_writes, worker_env
 from worker.idempotency import idempotency_key
 
 #: A short visibility timeout makes Redis hand a dead worker's job to the next one quickly.
@@ -32,6 +32,7 @@ def test_job_completes_after_its_worker_is_killed_mid_call(
         redis_server.url(db),
         emulator.url,
         CARDS_VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY_TIMEOUT),
+        CARDS_UNACKED_RESTORE_INTERVAL_SECONDS="1",
         CARDS_STRIPE_TIMEOUT_SECONDS="30",
     )
     app = client_app(redis_server.url(db))
@@ -42,7 +43,7 @@ def test_job_completes_after_its_worker_is_killed_mid_call(
     doomed = start_worker(env, logs_dir / "doomed.log", name="doomed")
     job_id = enqueue_set_default_card(customer["id"], target, app=app)
     wait_for(
-        lambda: emulator.admin.ledger()["writes_by_customer"].get(customer["id"], 0) == 1,
+        lambda: customer_writes(emulator, customer["id"]) == 1,
         30,
         "the first write to reach the emulator",
     )
@@ -55,9 +56,8 @@ def test_job_completes_after_its_worker_is_killed_mid_call(
         successor.stop()
     assert envelope["status"] is True
     assert envelope["data"] is not None and envelope["data"]["default_source"] == target
-    ledger = emulator.admin.ledger()
-    assert ledger["writes_by_customer"][customer["id"]] == 1
-    assert ledger["writes_by_idempotency_key"][idempotency_key(job_id)] == 1
+    assert customer_writes(emulator, customer["id"]) == 1
+    assert applied_writes(emulator, idempotency_key(job_id)) == 1
 
 
 @pytest.mark.parametrize(

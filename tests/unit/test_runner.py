@@ -231,3 +231,66 @@ def test_state_store_outage_retries_without_calling_stripe() -> None:
 def test_already_applied(source: str, customer: dict[str, Any], applied: bool) -> None:
     job = validate_job({"userId": "cus_A1", "default_source": source})
     assert already_applied(customer, job) is applied
+
+
+class CountingRedis(fakeredis.FakeRedis):
+    """Counts commands sent, so a test can prove the happy path sends none."""
+
+    commands = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        type(self).commands += 1
+        return super().execute_command(*args, **options)
+
+
+def test_first_delivery_that_succeeds_never_touches_the_state_store() -> None:
+    CountingRedis.commands = 0
+    store = JobStateStore(CountingRedis())
+    outcome = make(ScriptedGateway([]), store).run(JOB, "job-1", first_delivery=True)
+    assert isinstance(outcome, dict) and outcome["status"] is True
+    assert CountingRedis.commands == 0
+
+
+def test_first_delivery_permanent_failure_reports_one_attempt(store: JobStateStore) -> None:
+    gateway = ScriptedGateway([NoSuchCustomer("no such customer")])
+    outcome = make(gateway, store).run(JOB, "job-1", first_delivery=True)
+    assert isinstance(outcome, dict) and outcome["data"] is not None
+    assert outcome["data"]["attempts"] == 1
+    assert store._redis.keys("*") == []  # type: ignore[attr-defined]
+
+
+def test_first_delivery_failure_records_state_for_the_retries(store: JobStateStore) -> None:
+    gateway = ScriptedGateway([StripeServerError("500"), StripeRateLimited("429")])
+    runner = make(gateway, store)
+    assert isinstance(runner.run(JOB, "job-1", first_delivery=True), RetryLater)
+    second = runner.run(JOB, "job-1")
+    assert isinstance(second, RetryLater)
+    final = runner.run(JOB, "job-1")
+    assert isinstance(final, dict) and final["status"] is True
+    assert gateway.writes == [
+        idempotency_key("job-1", 0),
+        idempotency_key("job-1", 1),
+        idempotency_key("job-1", 1),
+    ]
+
+
+def test_redelivered_first_attempt_finds_its_way_to_the_recorded_generation(
+    store: JobStateStore,
+) -> None:
+    """A worker died after moving the job to generation 1 but before acking the message."""
+    store.begin_attempt("job-1", Clock()() - 5)
+    store.advance_generation("job-1", 0)
+    gateway = ScriptedGateway([StripeServerError("replayed 500 under generation 0")])
+    runner = make(gateway, store)
+    assert isinstance(runner.run(JOB, "job-1", first_delivery=True), RetryLater)
+    final = runner.run(JOB, "job-1")
+    assert isinstance(final, dict) and final["status"] is True
+    assert gateway.writes == [idempotency_key("job-1", 0), idempotency_key("job-1", 1)]
+
+
+def test_first_delivery_succeeds_even_while_the_state_store_is_down() -> None:
+    broken = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    broken.connection_pool.connection_kwargs["server"].connected = False
+    gateway = ScriptedGateway([])
+    outcome = make(gateway, JobStateStore(broken)).run(JOB, "job-1", first_delivery=True)
+    assert isinstance(outcome, dict) and outcome["status"] is True
