@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final
@@ -34,6 +35,9 @@ __all__ = [
     "InvalidJob",
     "SetDefaultCardJob",
     "TargetField",
+    "check_job_id",
+    "check_stripe_id",
+    "invalid_job_from",
     "validate_job",
 ]
 
@@ -69,7 +73,8 @@ class InvalidJob(ValueError):
         super().__init__("invalid job: " + "; ".join(problems))
 
 
-def _check_stripe_id(value: str, field: str, prefixes: tuple[str, ...]) -> str:
+def check_stripe_id(value: str, field: str, prefixes: tuple[str, ...]) -> str:
+    """``value`` if it is ``<prefix><letters and digits>``; else ``ValueError`` naming ``field``."""
     if not value.startswith(prefixes):
         wanted = " or ".join(f'"{p}"' for p in prefixes)
         raise ValueError(f"{field} must start with {wanted}")
@@ -78,6 +83,17 @@ def _check_stripe_id(value: str, field: str, prefixes: tuple[str, ...]) -> str:
     prefix = next(p for p in prefixes if value.startswith(p))
     if not _ID_BODY.fullmatch(value[len(prefix) :]):
         raise ValueError(f'{field} must be "{prefix}" followed by letters and digits only')
+    return value
+
+
+def check_job_id(value: str, field: str = "job_id") -> str:
+    """``value`` if it is a valid job id; else ``ValueError`` naming ``field``."""
+    if len(value) > MAX_JOB_ID_LENGTH:
+        raise ValueError(f"{field} must be at most {MAX_JOB_ID_LENGTH} characters")
+    if not _JOB_ID.fullmatch(value):
+        raise ValueError(
+            f"{field} must be letters, digits and _ . : - only, starting with a letter or digit"
+        )
     return value
 
 
@@ -96,29 +112,29 @@ class SetDefaultCardJob(BaseModel):
     @field_validator("userId")
     @classmethod
     def _user_id(cls, value: str) -> str:
-        return _check_stripe_id(value, "userId", ("cus_",))
+        return check_stripe_id(value, "userId", ("cus_",))
 
     @field_validator("default_source")
     @classmethod
     def _default_source(cls, value: str) -> str:
-        return _check_stripe_id(value, "default_source", SOURCE_PREFIXES)
+        return check_stripe_id(value, "default_source", SOURCE_PREFIXES)
 
     @field_validator("stripe_account")
     @classmethod
     def _stripe_account(cls, value: str | None) -> str | None:
-        return None if value is None else _check_stripe_id(value, "stripe_account", ("acct_",))
+        return None if value is None else check_stripe_id(value, "stripe_account", ("acct_",))
 
     @field_validator("job_id")
     @classmethod
     def _job_id(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if len(value) > MAX_JOB_ID_LENGTH:
-            raise ValueError(f"job_id must be at most {MAX_JOB_ID_LENGTH} characters")
-        if not _JOB_ID.fullmatch(value):
-            raise ValueError(
-                "job_id must be letters, digits and _ . : - only, starting with a letter or digit"
-            )
+        return None if value is None else check_job_id(value)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        # Credentials would be sent to whoever answers, as Basic auth.
+        if value is not None and (value.username or value.password):
+            raise ValueError("callback_url must not contain credentials")
         return value
 
     @property
@@ -135,6 +151,9 @@ class SetDefaultCardJob(BaseModel):
                 "requested_at": self.requested_at or datetime.now(UTC),
             }
         )
+
+    def with_job_id(self, job_id: str) -> SetDefaultCardJob:
+        return self if self.job_id == job_id else self.model_copy(update={"job_id": job_id})
 
     def to_task_kwargs(self) -> dict[str, str]:
         """The Celery kwargs: JSON-safe, without unset fields."""
@@ -164,14 +183,14 @@ def _quote_name(name: object) -> str:
     return ascii(text)[1:-1]
 
 
-def _describe(error: Any) -> tuple[str, str]:
+def _describe(error: Any, known: Iterable[str]) -> tuple[str, str]:
     """(field, message) for one pydantic error, without echoing the input."""
     loc = error.get("loc") or ("job",)
     field = str(loc[0])
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         quoted = _quote_name(field)
-        hint = difflib.get_close_matches(field, SetDefaultCardJob.model_fields, n=1)
+        hint = difflib.get_close_matches(field, list(known), n=1)
         suggestion = f' (did you mean "{hint[0]}"?)' if hint else ""
         return quoted, f'unknown field "{quoted}"{suggestion}'
     if kind == "value_error":
@@ -189,5 +208,11 @@ def validate_job(fields: object) -> SetDefaultCardJob:
     try:
         return SetDefaultCardJob.model_validate(fields)
     except ValidationError as exc:
-        described = [_describe(e) for e in exc.errors(include_input=False, include_url=False)]
-        raise InvalidJob([m for _, m in described], [f for f, _ in described]) from None
+        raise invalid_job_from(exc, SetDefaultCardJob) from None
+
+
+def invalid_job_from(exc: ValidationError, model: type[BaseModel]) -> InvalidJob:
+    """The :class:`InvalidJob` for ``model``'s validation errors, every problem named."""
+    errors = exc.errors(include_input=False, include_url=False)
+    described = [_describe(e, model.model_fields) for e in errors]
+    return InvalidJob([m for _, m in described], [f for f, _ in described])

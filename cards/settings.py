@@ -5,10 +5,11 @@ defined exactly once. Each field's environment variable is ``CARDS_<FIELD>``
 unless an alias says otherwise (the Celery and Stripe variables keep the names
 users already know). The README's settings table mirrors this file.
 
-Secrets (the Stripe key) are ``SecretStr``: their ``repr`` and ``str`` print
-``**********``, so a settings object can be logged without leaking them. A
-secret may also come from a file (``STRIPE_API_KEY_FILE``), as Docker and
-Kubernetes secrets are mounted.
+Secrets (the Stripe key, the gateway's API keys, the callback signing secrets,
+Flower's password) are ``SecretStr``: their ``repr`` and ``str`` print
+``**********``, so a settings object can be logged without leaking them, and
+validation errors never quote the input. A secret may also come from a file
+(``STRIPE_API_KEY_FILE``), as Docker and Kubernetes secrets are mounted.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Self
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cards.destinations import Allowlist
+from cards.signatures import check_secret
 
 __all__ = ["IDEMPOTENCY_KEY_LIFETIME_SECONDS", "Settings", "get_settings"]
 
@@ -35,6 +39,8 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="ignore",
         populate_by_name=True,
+        # A validation error would otherwise quote the raw input, secrets included.
+        hide_input_in_errors=True,
     )
 
     celery_broker_url: str = Field(
@@ -99,6 +105,68 @@ class Settings(BaseSettings):
         description="Redis for per-job retry state; defaults to the broker URL.",
     )
     queue: str = Field(default="cards", description="Queue that jobs are sent to.")
+    callback_secrets: SecretStr | None = Field(
+        default=None,
+        description="Standard Webhooks secrets (whsec_…) that sign callbacks, comma-separated; "
+        "every one signs (rotation). Without one, callbacks are not sent.",
+    )
+    callback_allowed_hosts: str = Field(
+        default="",
+        description="Callback hosts allowed despite the SSRF rules: host names, IP addresses "
+        "or CIDR blocks, comma-separated (never a cloud metadata address).",
+    )
+    callback_max_attempts: int = Field(
+        default=10, ge=1, le=100, description="HTTP attempts per callback before giving up."
+    )
+    callback_backoff_seconds: int = Field(
+        default=5, ge=1, description="Base of the exponential backoff between callback attempts."
+    )
+    callback_backoff_max_seconds: int = Field(
+        default=600,
+        ge=1,
+        description="Cap of one callback countdown (also of Retry-After); never more than half "
+        "the visibility timeout.",
+    )
+    callback_window_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="Total time a callback may keep retrying, from when its job finished.",
+    )
+    flower_basic_auth: SecretStr | None = Field(
+        default=None,
+        description="Flower's basic auth, user:password (comma-separated for several users); "
+        "`cards flower` refuses to start without it.",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the worker's Prometheus /metrics (main process); 0 = off.",
+    )
+    metrics_address: str = Field(
+        default="127.0.0.1", description="Address the worker's /metrics binds."
+    )
+    gateway_api_keys: SecretStr | None = Field(
+        default=None,
+        description="Bearer API keys the HTTP gateway accepts, comma-separated (at least 16 "
+        "characters each). Without one the gateway refuses to start, unless dev-no-auth.",
+    )
+    gateway_dev_no_auth: bool = Field(
+        default=False,
+        description="Run the HTTP gateway without authentication (development only).",
+    )
+    gateway_max_wait_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        description="Longest ?wait= the HTTP gateway honours; larger values are capped.",
+    )
+    gateway_max_body_bytes: int = Field(
+        default=16384,
+        ge=1024,
+        le=1048576,
+        description="Largest request body the HTTP gateway reads; larger ones get 413.",
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
@@ -125,6 +193,39 @@ class Settings(BaseSettings):
     @property
     def job_state_url(self) -> str:
         return self.state_redis_url or self.celery_broker_url
+
+    @model_validator(mode="after")
+    def _check_callbacks_and_flower(self) -> Self:
+        # Messages name the setting and the rule, never a secret.
+        for number, secret in enumerate(self.callback_secret_values, start=1):
+            try:
+                check_secret(secret)
+            except ValueError as exc:
+                raise ValueError(f"CARDS_CALLBACK_SECRETS entry {number}: {exc}") from None
+        Allowlist.parse(self.callback_allowed_hosts)
+        if self.flower_basic_auth is not None:
+            pairs = [p.partition(":") for p in self.flower_basic_auth.get_secret_value().split(",")]
+            if not all(user and password for user, _, password in pairs):
+                raise ValueError("CARDS_FLOWER_BASIC_AUTH must be user:password[,user:password…]")
+        return self
+
+    @property
+    def callback_secret_values(self) -> tuple[str, ...]:
+        """The callback signing secrets, in order (empty: callbacks are not sent)."""
+        if self.callback_secrets is None:
+            return ()
+        raw = self.callback_secrets.get_secret_value().split(",")
+        return tuple(secret.strip() for secret in raw if secret.strip())
+
+    @property
+    def callback_allowlist(self) -> Allowlist:
+        return Allowlist.parse(self.callback_allowed_hosts)
+
+    @property
+    def callback_backoff_cap_seconds(self) -> int:
+        """One callback countdown at most: the setting, but never past half the visibility
+        timeout, or Redis would redeliver the waiting message and send it twice."""
+        return max(1, min(self.callback_backoff_max_seconds, self.visibility_timeout_seconds // 2))
 
 
 @lru_cache(maxsize=1)

@@ -8,6 +8,15 @@ Upstream services import::
     envelope = get_result(job_id, timeout=30)
 """
 
+from producers.callbacks import CallbackVerificationError, get_callback_status, verify_callback
 from producers.jobs import InvalidJob, ResultNotReady, enqueue_set_default_card, get_result
 
-__all__ = ["InvalidJob", "ResultNotReady", "enqueue_set_default_card", "get_result"]
+__all__ = [
+    "CallbackVerificationError",
+    "InvalidJob",
+    "ResultNotReady",
+    "enqueue_set_default_card",
+    "get_callback_status",
+    "get_result",
+    "verify_callback",
+]

@@ -8,9 +8,10 @@ Every error is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Callable
-from typing import Annotated, NoReturn, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import kombu.exceptions
 import pydantic
@@ -21,6 +22,8 @@ from kombu.utils.url import maybe_sanitize_url
 from cards.envelope import Envelope
 from cards.jobs import InvalidJob
 from cards.settings import get_settings
+from producers.callbacks import get_callback_status
+from producers.deadletters import dead_letter_store, replay_dead_letters
 from producers.jobs import (
     ResultNotReady,
     Unreachable,
@@ -53,7 +56,7 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _print_envelope(envelope: Envelope) -> None:
+def _print_envelope(envelope: Envelope | Mapping[str, Any]) -> None:
     typer.echo(json.dumps(envelope, ensure_ascii=False, indent=2))
     if not envelope["status"]:
         raise typer.Exit(EXIT_JOB_FAILED)
@@ -109,8 +112,130 @@ def result(
     job_id: Annotated[str, typer.Argument(help="The job id printed by `cards enqueue`.")],
     wait: Annotated[float, typer.Option(help="Seconds to wait for the result (0: don't).")] = 0.0,
 ) -> None:
-    """Print a job's envelope as JSON."""
-    _print_envelope(_guarded(lambda: get_result(job_id, timeout=wait)))
+    """Print a job's envelope as JSON, with "callback": its delivery, if it asked for one."""
+
+    def envelope_and_callback() -> dict[str, Any]:
+        view: dict[str, Any] = dict(get_result(job_id, timeout=wait))
+        callback = get_callback_status(job_id)
+        if callback is not None:
+            view["callback"] = callback  # this view only; never stored in the envelope
+        return view
+
+    _print_envelope(_guarded(envelope_and_callback))
+
+
+@cli.command()
+def flower(
+    port: Annotated[int, typer.Option(help="Port Flower listens on.")] = 5555,
+    address: Annotated[str, typer.Option(help="Address Flower listens on.")] = "127.0.0.1",
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Start without basic auth when CARDS_FLOWER_BASIC_AUTH is unset (never expose).",
+        ),
+    ] = False,
+) -> None:
+    """Run Flower on this broker (`celery -A worker flower`) behind basic auth."""
+    auth = get_settings().flower_basic_auth
+    env = dict(os.environ)
+    if auth is not None:
+        # Through the environment, so the password is not on a command line `ps` shows.
+        env["FLOWER_BASIC_AUTH"] = auth.get_secret_value()
+    elif not insecure_no_auth:
+        _fail(
+            "CARDS_FLOWER_BASIC_AUTH (user:password) is not set; Flower shows every job, so it "
+            "does not start without auth (use --insecure-no-auth to override)",
+            EXIT_BAD_INPUT,
+        )
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+    ]
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, env)  # noqa: S606 - a fixed argv, no shell
+
+
+@cli.command()
+def gateway(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    dev_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--dev-no-auth", help="Serve without API keys (development only; never expose)."
+        ),
+    ] = False,
+) -> None:
+    """Serve the HTTP API (POST /api/cards/default, …) until interrupted."""
+    from producers.gateway import GatewayConfigError, serve  # FastAPI only for this command
+
+    try:
+        serve(host, port, dev_no_auth=dev_no_auth)
+    except GatewayConfigError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+
+
+dlq = typer.Typer(
+    help="Jobs whose transient failures outlasted their retries.", no_args_is_help=True
+)
+cli.add_typer(dlq, name="dlq")
+
+
+@dlq.command("list")
+def dlq_list(
+    limit: Annotated[int | None, typer.Option(help="Show at most this many.")] = None,
+) -> None:
+    """Print dead letters, oldest first, one JSON object per line."""
+    for letter in _guarded(lambda: dead_letter_store().oldest(limit), connects=False):
+        typer.echo(
+            json.dumps(
+                {
+                    "job_id": letter.job_id,
+                    "userId": letter.job.get("userId"),
+                    "default_source": letter.job.get("default_source"),
+                    "failed_at": letter.failed_at,
+                    "message": letter.envelope["message"],
+                },
+                ensure_ascii=False,
+            )
+        )
+
+
+@dlq.command("replay")
+def dlq_replay(
+    job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids; all if omitted.")] = None,
+) -> None:
+    """Enqueue dead letters again under their own job ids (no write is doubled)."""
+    store = dead_letter_store()
+
+    def replay() -> list[str]:
+        letters = store.get(job_ids) if job_ids else store.oldest()
+        missing = sorted(set(job_ids or ()) - {letter.job_id for letter in letters})
+        if missing:
+            _fail(f"not in the dead-letter store: {', '.join(missing)}", EXIT_BAD_INPUT)
+        return replay_dead_letters(letters, store=store)
+
+    replayed = _guarded(replay)
+    typer.echo(f"replayed {len(replayed)} job(s)")
+    for job_id in replayed:
+        typer.echo(job_id)
+
+
+@dlq.command("purge")
+def dlq_purge(
+    job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids; all if omitted.")] = None,
+) -> None:
+    """Delete dead letters without replaying them."""
+    store = dead_letter_store()
+    removed = _guarded(lambda: store.remove(job_ids) if job_ids else store.purge(), connects=False)
+    typer.echo(f"purged {removed} job(s)")
 
 
 def main() -> None:

@@ -15,8 +15,10 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
+from cards.destinations import RefusedDestination, check_destination
 from cards.envelope import Envelope, ErrorKind, failure
 from cards.jobs import TASK_NAME, InvalidJob, SetDefaultCardJob, validate_job
+from cards.redaction import event_reprs
 from cards.settings import get_settings
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "ResultNotReady",
     "Unreachable",
     "build_job",
+    "check_callback_url",
     "check_connections",
     "enqueue_job",
     "enqueue_set_default_card",
@@ -92,16 +95,36 @@ def build_job(
     return validate_job(fields).stamped()
 
 
+def check_callback_url(job: SetDefaultCardJob) -> None:
+    """:class:`InvalidJob` unless the job's callback_url (if any) passes the SSRF rules.
+
+    Resolves the host (see :mod:`cards.destinations`). The worker checks again
+    when it sends, against the address it connects to.
+    """
+    if job.callback_url is None:
+        return
+    try:
+        check_destination(str(job.callback_url), get_settings().callback_allowlist)
+    except RefusedDestination as exc:
+        raise InvalidJob([str(exc)], ["callback_url"]) from None
+
+
 def enqueue_job(job: SetDefaultCardJob, app: Celery | None = None) -> str:
-    """Send a validated job by task name, with its job id as the Celery task id."""
+    """Send a validated job by task name, with its job id as the Celery task id.
+
+    Raises :class:`InvalidJob` (nothing is sent) if its callback_url is refused.
+    Task events (Flower) show the job id, not the fields.
+    """
     job = job.stamped()
     job_id = job.job_id
     assert job_id is not None  # stamped() always sets it
+    check_callback_url(job)
     (app or producer_app()).send_task(
         TASK_NAME,
         kwargs=job.to_task_kwargs(),
         task_id=job_id,
         queue=get_settings().queue,
+        **event_reprs(job_id),
     )
     return job_id
 

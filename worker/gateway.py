@@ -6,22 +6,33 @@ there is one retry policy and one idempotency key per job). Failures leave this
 module already classified (see :mod:`worker.errors`).
 
 Results are the customer object *exactly as Stripe returned it*, with
-``sources`` expanded, as the seed API's response shows.
+``sources`` expanded, as the seed API's response shows (and, for the companion
+jobs, the card or the list of cards as Stripe returned them).
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, Final, TypeVar
 
 import stripe
 
 from cards.jobs import SetDefaultCardJob, TargetField
 from cards.settings import Settings
-from worker.errors import Misconfigured, classify
+from worker.errors import Misconfigured, TransientError, classify
+from worker.metrics import STRIPE_CALL_SECONDS
 
-__all__ = ["StripeGateway"]
+__all__ = ["StripeGateway", "is_card"]
+
+T = TypeVar("T")
 
 EXPAND: Final = ["sources"]
+#: Stripe's largest page; ``list_cards`` follows ``has_more`` for at most
+#: ``MAX_LIST_PAGES`` pages, so a listing makes a bounded number of calls.
+LIST_PAGE_SIZE: Final = 100
+MAX_LIST_PAGES: Final = 10
 
 
 def _raw(obj: stripe.StripeObject) -> dict[str, Any]:
@@ -31,7 +42,31 @@ def _raw(obj: stripe.StripeObject) -> dict[str, Any]:
     return obj.to_dict()
 
 
+def _list_page(
+    customer: str, params: Any, options: Any, client: stripe.StripeClient
+) -> stripe.ListObject[Any]:
+    return client.v1.customers.payment_sources.list(customer, params, options)
+
+
+def is_card(source: Mapping[str, Any]) -> bool:
+    """Is this payment source a card (a ``card_…``, or a ``src_…`` of type card)?"""
+    kind = source.get("object")
+    return kind == "card" or (kind == "source" and source.get("type") == "card")
+
+
+def _account_options(account: str | None, idempotency_key: str | None = None) -> Any:
+    options: dict[str, str] = {}
+    if idempotency_key is not None:
+        options["idempotency_key"] = idempotency_key
+    if account is not None:
+        options["stripe_account"] = account
+    return options
+
+
 class StripeGateway:
+    """Stripe calls for jobs. Each is timed (``cards_stripe_call_seconds``) and
+    each failure is raised already classified."""
+
     def __init__(self, client: stripe.StripeClient | None) -> None:
         self._client = client
 
@@ -56,18 +91,22 @@ class StripeGateway:
             )
         return self._client
 
-    @staticmethod
-    def _options(job: SetDefaultCardJob, idempotency_key: str | None = None) -> Any:
-        options: dict[str, str] = {}
-        if idempotency_key is not None:
-            options["idempotency_key"] = idempotency_key
-        if job.stripe_account is not None:
-            options["stripe_account"] = job.stripe_account
-        return options
+    def _call(self, operation: str, call: Callable[[stripe.StripeClient], T]) -> T:
+        """``call(client)``, timed by operation and outcome, its failure classified."""
+        client = self._require_client()
+        started = time.perf_counter()
+        try:
+            answer = call(client)
+        except stripe.StripeError as exc:
+            meaning = classify(exc)
+            outcome = "transient" if isinstance(meaning, TransientError) else "permanent"
+            STRIPE_CALL_SECONDS.labels(operation, outcome).observe(time.perf_counter() - started)
+            raise meaning from None
+        STRIPE_CALL_SECONDS.labels(operation, "ok").observe(time.perf_counter() - started)
+        return answer
 
     def set_default(self, job: SetDefaultCardJob, idempotency_key: str) -> dict[str, Any]:
         """Make the job's card the customer's default; the updated customer."""
-        client = self._require_client()
         params: Any
         if job.target is TargetField.DEFAULT_PAYMENT_METHOD:
             params = {
@@ -76,21 +115,52 @@ class StripeGateway:
             }
         else:
             params = {"default_source": job.default_source, "expand": EXPAND}
-        try:
-            customer = client.v1.customers.update(
-                job.userId, params, self._options(job, idempotency_key)
-            )
-        except stripe.StripeError as exc:
-            raise classify(exc) from None
+        options = _account_options(job.stripe_account, idempotency_key)
+        customer = self._call(
+            "update", lambda client: client.v1.customers.update(job.userId, params, options)
+        )
         return _raw(customer)
 
     def retrieve_customer(self, job: SetDefaultCardJob) -> dict[str, Any]:
         """The customer as Stripe has it now, with ``sources`` expanded."""
-        client = self._require_client()
-        try:
-            customer = client.v1.customers.retrieve(
-                job.userId, {"expand": EXPAND}, self._options(job)
-            )
-        except stripe.StripeError as exc:
-            raise classify(exc) from None
+        options = _account_options(job.stripe_account)
+        customer = self._call(
+            "retrieve",
+            lambda client: client.v1.customers.retrieve(job.userId, {"expand": EXPAND}, options),
+        )
         return _raw(customer)
+
+    def attach_source(
+        self,
+        customer: str,
+        token: str,
+        idempotency_key: str,
+        account: str | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Attach a card from a token (``tok_…``) or card source (``src_…``); the card."""
+        params: Any = {"source": token}
+        if metadata:
+            params["metadata"] = dict(metadata)
+        options = _account_options(account, idempotency_key)
+        card = self._call(
+            "attach_source",
+            lambda client: client.v1.customers.payment_sources.create(customer, params, options),
+        )
+        return _raw(card)
+
+    def list_cards(self, customer: str, account: str | None = None) -> list[dict[str, Any]]:
+        """The customer's cards (``card_…`` and card ``src_…``), as Stripe lists them."""
+        params: Any = {"limit": LIST_PAGE_SIZE}
+        options = _account_options(account)
+        cards: list[dict[str, Any]] = []
+        for _ in range(MAX_LIST_PAGES):
+            page = self._call("list_sources", partial(_list_page, customer, params, options))
+            raw = _raw(page)
+            items: list[dict[str, Any]] = list(raw.get("data") or [])
+            cards.extend(item for item in items if is_card(item))
+            if not raw.get("has_more") or not items:
+                break
+            params = {"limit": LIST_PAGE_SIZE, "starting_after": items[-1]["id"]}
+        return cards

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["KEY_PREFIX", "idempotency_key"]
+__all__ = ["ASSIGN_KEY_PREFIX", "KEY_PREFIX", "idempotency_key"]
 
 KEY_PREFIX: Final = "cards-sdc"
+#: ``cards.assign_card`` writes under its own prefix, so that a job id reused
+#: for another kind of job can never replay the other job's saved answer.
+ASSIGN_KEY_PREFIX: Final = "cards-assign"
 
 
-def idempotency_key(job_id: str, generation: int = 0) -> str:
+def idempotency_key(job_id: str, generation: int = 0, *, prefix: str = KEY_PREFIX) -> str:
     """The Stripe ``Idempotency-Key`` for a job's write, at a key generation."""
     if generation < 0:
         raise ValueError("generation must be >= 0")
-    base = f"{KEY_PREFIX}:{job_id}"
+    base = f"{prefix}:{job_id}"
     return base if generation == 0 else f"{base}:g{generation}"

@@ -13,6 +13,10 @@ write. Otherwise it writes under the next generation's key. Either way, one
 job applies at most one write. Reconciling alone would leave a job whose first
 call failed before applying stuck on a replayed 500; a new key alone would
 apply a second write whenever the 500 came after the change.
+
+The bookkeeping (state, retry or give up, the failure envelope) is
+:class:`JobRunner`'s and is shared by every job; a job brings only its
+attempt, a function of the key generation (see :mod:`worker.companion`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -33,9 +37,13 @@ from worker.idempotency import idempotency_key
 from worker.jobstate import AttemptState, JobStateStore
 from worker.retries import RetryPolicy
 
-__all__ = ["RetryLater", "SetDefaultCardRunner", "already_applied"]
+__all__ = ["JobRunner", "RetryLater", "SetDefaultCardRunner", "already_applied"]
 
 logger = logging.getLogger(__name__)
+
+#: What one attempt returns (Stripe's answer) and what the job ends with.
+AnswerT = TypeVar("AnswerT")
+ResultT = TypeVar("ResultT")
 
 
 @dataclass(frozen=True)
@@ -54,23 +62,31 @@ def already_applied(customer: dict[str, Any], job: SetDefaultCardJob) -> bool:
     return bool(customer.get("default_source") == job.default_source)
 
 
-class SetDefaultCardRunner:
+class JobRunner:
+    """One attempt of any job: per-job state, retry or give up, the failure envelope."""
+
     def __init__(
         self,
-        gateway: StripeGateway,
         store: JobStateStore,
         policy: RetryPolicy,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.gateway = gateway
         self.store = store
         self.policy = policy
         self.clock = clock
 
-    def run(
-        self, job: SetDefaultCardJob, job_id: str, *, first_delivery: bool = False
-    ) -> Envelope | RetryLater:
-        """One attempt. ``first_delivery``: the job has not been retried before.
+    def run_attempt(
+        self,
+        job_id: str,
+        attempt: Callable[[int], AnswerT],
+        on_success: Callable[[AnswerT], ResultT],
+        *,
+        first_delivery: bool = False,
+    ) -> ResultT | Envelope | RetryLater:
+        """One attempt. ``attempt(generation)`` calls Stripe, raising the
+        classified errors of :mod:`worker.errors`; ``on_success`` makes its
+        answer the job's result. ``first_delivery``: the job has not been
+        retried before.
 
         A first delivery skips the state store until something fails: nearly
         every job succeeds at once and needs no state. A redelivered first
@@ -88,7 +104,7 @@ class SetDefaultCardRunner:
                 return RetryLater(self.policy.countdown(1), "state_store")
         generation = state.generation if state else 0
         try:
-            customer = self._attempt(job, job_id, generation)
+            answer = attempt(generation)
         except TransientError as exc:
             return self._after_transient(job_id, exc, state, now, generation)
         except PermanentError as exc:
@@ -106,14 +122,7 @@ class SetDefaultCardRunner:
             )
         if state:
             self._forget(job_id)
-        return success(customer)
-
-    def _attempt(self, job: SetDefaultCardJob, job_id: str, generation: int) -> dict[str, Any]:
-        if generation > 0:
-            customer = self.gateway.retrieve_customer(job)
-            if already_applied(customer, job):
-                return customer
-        return self.gateway.set_default(job, idempotency_key(job_id, generation))
+        return on_success(answer)
 
     def _after_transient(
         self,
@@ -153,3 +162,35 @@ class SetDefaultCardRunner:
         except redis.RedisError:
             # The state expires on its own; the job's outcome stands.
             logger.warning("job %s: could not delete its retry state", job_id)
+
+
+class SetDefaultCardRunner(JobRunner):
+    """``set_default_card``'s attempt: reconcile after a saved 5xx, then write."""
+
+    def __init__(
+        self,
+        gateway: StripeGateway,
+        store: JobStateStore,
+        policy: RetryPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(store, policy, clock)
+        self.gateway = gateway
+
+    def run(
+        self, job: SetDefaultCardJob, job_id: str, *, first_delivery: bool = False
+    ) -> Envelope | RetryLater:
+        """One attempt of a ``set_default_card`` job (see :meth:`JobRunner.run_attempt`)."""
+        return self.run_attempt(
+            job_id,
+            lambda generation: self._attempt(job, job_id, generation),
+            success,
+            first_delivery=first_delivery,
+        )
+
+    def _attempt(self, job: SetDefaultCardJob, job_id: str, generation: int) -> dict[str, Any]:
+        if generation > 0:
+            customer = self.gateway.retrieve_customer(job)
+            if already_applied(customer, job):
+                return customer
+        return self.gateway.set_default(job, idempotency_key(job_id, generation))

@@ -14,47 +14,56 @@ that cannot succeed.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from typing import Any
 
 import celery
+import redis
 from celery import signals
 
-from cards.envelope import Envelope, ErrorKind, failure
-from cards.jobs import TASK_NAME, InvalidJob, validate_job
+from cards.deadletters import DeadLetter, DeadLetterStore, is_dead_letter
+from cards.envelope import Envelope
+from cards.jobs import TASK_NAME, SetDefaultCardJob, validate_job
 from cards.settings import get_settings
 from worker.app import app
+from worker.callbacks import enqueue_delivery
+from worker.execution import execute
 from worker.gateway import StripeGateway
 from worker.jobstate import JobStateStore
+from worker.process_local import per_process
 from worker.retries import RetryPolicy
 from worker.runner import RetryLater, SetDefaultCardRunner
+from worker.task_requests import EnvelopeRequest
 
 __all__ = ["set_default_card"]
 
 logger = logging.getLogger(__name__)
-outcome_logger = logging.getLogger("cards.outcome")
-
-_runner: tuple[int, SetDefaultCardRunner] | None = None
 
 
+@per_process
 def runner() -> SetDefaultCardRunner:
     """This process's runner, built after fork: sockets must not cross a fork."""
-    global _runner
-    pid = os.getpid()
-    if _runner is None or _runner[0] != pid:
-        settings = get_settings()
-        _runner = (
-            pid,
-            SetDefaultCardRunner(
-                gateway=StripeGateway.from_settings(settings),
-                store=JobStateStore.from_url(settings.job_state_url),
-                policy=RetryPolicy.from_settings(settings),
-            ),
-        )
-    return _runner[1]
+    settings = get_settings()
+    return SetDefaultCardRunner(
+        gateway=StripeGateway.from_settings(settings),
+        store=JobStateStore.from_url(settings.job_state_url),
+        policy=RetryPolicy.from_settings(settings),
+    )
+
+
+@per_process
+def dead_letters() -> DeadLetterStore:
+    return DeadLetterStore.from_url(get_settings().job_state_url)
+
+
+def _keep_dead_letter(job_id: str, job: SetDefaultCardJob, envelope: Envelope) -> None:
+    letter = DeadLetter(job_id, job.with_job_id(job_id).to_task_kwargs(), envelope, time.time())
+    try:
+        dead_letters().add(letter)
+    except redis.RedisError:
+        # The envelope still says why the job failed; only the replay shortcut is lost.
+        logger.critical("job %s: could not keep it as a dead letter", job_id)
 
 
 @signals.worker_ready.connect
@@ -65,52 +74,17 @@ def _warn_if_unconfigured(**_: Any) -> None:
         )
 
 
-def _log_outcome(job_id: str, user_id: object, envelope: Envelope, started: float) -> None:
-    data = envelope["data"] or {}
-    outcome = "ok" if envelope["status"] else str(data.get("kind", "failed"))
-    customer = user_id if isinstance(user_id, str) and len(user_id) <= 255 else None
-    outcome_logger.info(
-        json.dumps(
-            {
-                "event": "job_finished",
-                "job_id": job_id,
-                "customer": customer,
-                "outcome": outcome,
-                "attempts": data.get("attempts", None) if not envelope["status"] else None,
-                "latency_ms": round((time.monotonic() - started) * 1000, 1),
-            }
-        )
-    )
+def _after_final(job: SetDefaultCardJob, job_id: str, envelope: Envelope) -> None:
+    if is_dead_letter(envelope):
+        _keep_dead_letter(job_id, job, envelope)
+    if job.callback_url is not None:
+        enqueue_delivery(job_id, str(job.callback_url), envelope)
 
 
-@app.task(name=TASK_NAME, bind=True, max_retries=None)
+def _attempt(job: SetDefaultCardJob, job_id: str, first_delivery: bool) -> Envelope | RetryLater:
+    return runner().run(job, job_id, first_delivery=first_delivery)
+
+
+@app.task(name=TASK_NAME, bind=True, max_retries=None, Request=EnvelopeRequest)
 def set_default_card(self: celery.Task[Any, Envelope], *args: Any, **fields: Any) -> Envelope:
-    started = time.monotonic()
-    job_id = str(self.request.id)
-    envelope: Envelope
-    if args:
-        envelope = failure(
-            "invalid job: send the fields as keyword arguments (kwargs), not positional args",
-            ErrorKind.INVALID_JOB,
-        )
-    else:
-        try:
-            job = validate_job(fields)
-        except InvalidJob as exc:
-            envelope = failure(str(exc), ErrorKind.INVALID_JOB, param=exc.fields[0])
-        else:
-            job_id = job.job_id or job_id
-            try:
-                outcome = runner().run(job, job_id, first_delivery=not self.request.retries)
-            except Exception:
-                # A bug, not a Stripe answer: report it once instead of retrying blindly.
-                logger.exception("job %s: unexpected error", job_id)
-                outcome = failure(
-                    f"internal error in the worker; job {job_id} was not completed",
-                    ErrorKind.INTERNAL,
-                )
-            if isinstance(outcome, RetryLater):
-                raise self.retry(countdown=outcome.countdown, max_retries=None)
-            envelope = outcome
-    _log_outcome(job_id, fields.get("userId"), envelope, started)
-    return envelope
+    return execute(self, args, fields, validate_job, _attempt, _after_final)

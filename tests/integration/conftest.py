@@ -8,6 +8,7 @@ database.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,13 @@ from stripe_emulator.process import EmulatorProcess, run_emulator
 API_KEY = "sk_test_integration_0123456789"
 #: Stripe attempts per job in the session worker: enough for every scripted fault sequence.
 MAX_ATTEMPTS = 6
+#: Workers sign callbacks with both (a rotation in progress); receivers verify with either.
+CALLBACK_SECRETS = (
+    "whsec_" + base64.b64encode(b"integration-callback-secret-old-0123456789").decode(),
+    "whsec_" + base64.b64encode(b"integration-callback-secret-new-0123456789").decode(),
+)
+#: Callback attempts per delivery in the session worker (1 s apart).
+CALLBACK_MAX_ATTEMPTS = 4
 
 
 def worker_env(redis_url: str, emulator_url: str, **overrides: str) -> dict[str, str]:
@@ -33,6 +41,11 @@ def worker_env(redis_url: str, emulator_url: str, **overrides: str) -> dict[str,
         "CARDS_RETRY_BACKOFF_SECONDS": "1",
         "CARDS_RETRY_BACKOFF_MAX_SECONDS": "2",
         "CARDS_RETRY_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        "CARDS_CALLBACK_SECRETS": ",".join(CALLBACK_SECRETS),
+        "CARDS_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",  # the tests' receiver
+        "CARDS_CALLBACK_BACKOFF_SECONDS": "1",
+        "CARDS_CALLBACK_BACKOFF_MAX_SECONDS": "1",
+        "CARDS_CALLBACK_MAX_ATTEMPTS": str(CALLBACK_MAX_ATTEMPTS),
         **overrides,
     }
 

@@ -27,7 +27,12 @@ def command_words(service: dict[str, Any]) -> str:
 def test_compose_validates_with_docker_compose() -> None:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is needed (Debian package docker-compose; .ci/run installs it)"
-    env = {**os.environ, "REDIS_PASSWORD": "x", "FLOWER_BASIC_AUTH": "admin:x"}
+    env = {
+        **os.environ,
+        "REDIS_PASSWORD": "x",
+        "FLOWER_BASIC_AUTH": "admin:x",
+        "CARDS_GATEWAY_API_KEYS": "x" * 16,
+    }
     done = subprocess.run(
         [binary, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True
     )
@@ -45,8 +50,9 @@ def test_commands_are_this_projects_entry_points() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     found = services()
     assert command_words(found["worker"]).startswith("celery -A worker worker")
-    assert "celery -A worker flower" in command_words(found["flower"])
-    assert "--basic-auth" in command_words(found["flower"])
+    # `cards flower` runs `celery -A worker flower`, its password from the environment.
+    assert command_words(found["flower"]).startswith("cards flower")
+    assert "CARDS_FLOWER_BASIC_AUTH" in found["flower"]["environment"]
     assert command_words(found["stripe-emulator"]).split()[0] in scripts
     assert found["stripe-emulator"]["profiles"] == ["dev"]
 
@@ -60,3 +66,12 @@ def test_worker_has_no_fixed_name_or_port_so_it_scales() -> None:
     worker = services()["worker"]
     assert "container_name" not in worker
     assert "ports" not in worker
+
+
+def test_gateway_runs_the_cards_command_on_loopback_with_keys() -> None:
+    gateway = services()["gateway"]
+    assert command_words(gateway).startswith("cards gateway --host 0.0.0.0 --port 8000")
+    assert gateway["ports"] == ["127.0.0.1:8000:8000"]
+    assert "CARDS_GATEWAY_API_KEYS" in gateway["environment"]
+    assert "/healthz" in " ".join(gateway["healthcheck"]["test"])
+    assert "CARDS_GATEWAY_API_KEYS=" in (ROOT / ".env.example").read_text()

@@ -1,0 +1,60 @@
+"""What task events, and so Flower and the worker's log, may show about a job.
+
+Celery puts a repr of each task's arguments in its ``task-sent`` and
+``task-received`` events and a repr of its return value in ``task-succeeded``.
+Here those are a job's fields and its envelope, whose ``data`` is the Stripe
+customer with email, name and phone; the callback task carries the envelope
+as an argument. Flower shows all of it to anyone who can open it.
+
+So events carry the job id instead of the arguments (producers set
+``argsrepr``/``kwargsrepr`` when they send, and the worker replaces them when
+it receives, for clients that do not) and ``{status, message}`` instead of the
+envelope. The result backend keeps the whole envelope.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any, Final
+
+__all__ = ["HIDDEN", "event_reprs", "summarize_envelope_repr"]
+
+#: What an event shows for a value it may not show.
+HIDDEN: Final = "'<hidden>'"
+
+#: The head of an envelope's repr: ``{'status': True, 'message': '…'`` (the
+#: envelope functions build the dict in that order).
+_QUOTED = r"'(?:[^'\\]|\\.)*'" + "|" + r'"(?:[^"\\]|\\.)*"'
+_ENVELOPE_HEAD = re.compile(
+    r"\{'status': (?P<status>True|False), 'message': (?P<message>" + _QUOTED + ")"
+)
+
+
+def event_reprs(job_id: str) -> dict[str, Any]:
+    """``argsrepr``/``kwargsrepr`` options for ``apply_async``/``send_task``: the job id only."""
+    return {"argsrepr": "()", "kwargsrepr": repr({"job_id": job_id})}
+
+
+def summarize_envelope_repr(result: Any) -> str:
+    """The repr of ``{status, message}`` from an envelope or its repr; :data:`HIDDEN` otherwise.
+
+    The worker's pool process hands the main process only a (possibly
+    truncated) repr of the return value, so this reads the repr's head and
+    never passes on anything after the message.
+    """
+    if isinstance(result, dict):
+        status, message = result.get("status"), result.get("message")
+        if isinstance(status, bool) and isinstance(message, str):
+            return repr({"status": status, "message": message})
+        return HIDDEN
+    if not isinstance(result, str):
+        return HIDDEN
+    match = _ENVELOPE_HEAD.match(result)
+    if match is None:
+        return HIDDEN
+    try:
+        message = ast.literal_eval(match["message"])
+    except (ValueError, SyntaxError):
+        return HIDDEN
+    return repr({"status": match["status"] == "True", "message": message})
