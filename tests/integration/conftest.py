@@ -9,6 +9,8 @@ database.
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from harness.processes import CeleryWorker, RedisServer, client_app, run_redis, run_worker
+from harness.processes import BIN, CeleryWorker, RedisServer, client_app, run_redis, run_worker
 from stripe_emulator.process import EmulatorProcess, run_emulator
 
 API_KEY = "sk_test_integration_0123456789"
@@ -64,6 +66,17 @@ def requests_with_key(emulator: EmulatorProcess, key: str) -> int:
     """Every write request that carried this idempotency key, whatever its answer."""
     events = emulator.admin.ledger()["events"]
     return sum(1 for event in events if event["idempotency_key"] == key)
+
+
+def cards_cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``cards`` command against a broker, as a user would."""
+    return subprocess.run(
+        [str(BIN / "cards"), *args],
+        env={**os.environ, "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,6 @@ them without any lookup, and the worker refuses them before opening a socket
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +21,7 @@ from celery.result import AsyncResult
 from cards.deliveries import CallbackStatus, callback_task_id
 from cards.jobs import TASK_NAME
 from cards.settings import get_settings
-from harness.processes import BIN, RedisServer, wait_for
+from harness.processes import RedisServer, wait_for
 from harness.receiver import CallbackReceiver, Received, Reply, run_receiver
 from producers import (
     InvalidJob,
@@ -33,7 +31,12 @@ from producers import (
     verify_callback,
 )
 from stripe_emulator.process import EmulatorProcess
-from tests.integration.conftest import CALLBACK_MAX_ATTEMPTS, CALLBACK_SECRETS, applied_writes
+from tests.integration.conftest import (
+    CALLBACK_MAX_ATTEMPTS,
+    CALLBACK_SECRETS,
+    applied_writes,
+    cards_cli,
+)
 from worker.idempotency import idempotency_key
 
 RESULT_TIMEOUT = 30
@@ -279,14 +282,7 @@ def test_cli_result_shows_the_callback_beside_the_envelope(
 ) -> None:
     job_id, envelope = run_job(app, customers[2], receiver.url(path()))
     final_status(redis_server, job_id)
-    url = redis_server.url()
-    shown = subprocess.run(
-        [str(BIN / "cards"), "result", job_id],
-        env={**os.environ, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    shown = cards_cli(redis_server.url(), "result", job_id)
     assert shown.returncode == 0, shown.stderr
     view = json.loads(shown.stdout)
     assert view["callback"]["state"] == "delivered"

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from typing import Any
 
 import pytest
 from celery import Celery
 
-from harness.processes import BIN, RedisServer
+from harness.processes import RedisServer
 from producers import enqueue_set_default_card, get_result
 from stripe_emulator.process import EmulatorProcess
-from tests.integration.conftest import applied_writes, customer_writes
+from tests.integration.conftest import applied_writes, cards_cli, customer_writes
 from worker.idempotency import idempotency_key
-
-
-def cards_cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url}
-    return subprocess.run(
-        [str(BIN / "cards"), *args], env=env, capture_output=True, text=True, timeout=60
-    )
 
 
 @pytest.mark.usefixtures("worker")

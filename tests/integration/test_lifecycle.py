@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from cards.jobs import TASK_NAME
 from harness.processes import BIN, RedisServer, client_app, free_port, start_worker, wait_for
 from producers import enqueue_set_default_card, get_result
 from stripe_emulator.process import EmulatorProcess
-from tests.integration.conftest import applied_writes, customer_writes, worker_env
+from tests.integration.conftest import applied_writes, cards_cli, customer_writes, worker_env
 from worker.idempotency import idempotency_key
 
 #: A short visibility timeout makes Redis hand a dead worker's job to the next one quickly.
@@ -103,16 +102,6 @@ def test_misconfigured_worker_fails_jobs_clearly_without_leaking_the_key(
         assert key not in json.dumps(envelope)
         assert key not in text
         assert key[-8:] not in text
-
-
-def cards_cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "cards"), *args],
-        env={**os.environ, "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.mark.usefixtures("worker")
