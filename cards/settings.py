@@ -22,6 +22,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cards.destinations import Allowlist
+from cards.ratelimits import parse_rate_limits
 from cards.signatures import check_secret
 
 __all__ = ["IDEMPOTENCY_KEY_LIFETIME_SECONDS", "Settings", "get_settings"]
@@ -137,6 +138,25 @@ class Settings(BaseSettings):
         description="Flower's basic auth, user:password (comma-separated for several users); "
         "`cards flower` refuses to start without it.",
     )
+    rate_limits: str = Field(
+        default="",
+        description="Stripe calls per second, shared by all workers: queue=rate or "
+        "queue@acct_…=rate, comma-separated; a queue not listed is not limited.",
+    )
+    rate_limit_burst_seconds: float = Field(
+        default=0.2, gt=0, le=10, description="The shared bucket holds this many seconds of calls."
+    )
+    rate_limit_max_wait_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description="Longest wait for a token inside a worker slot; longer waits requeue the job.",
+    )
+    rate_limit_recovery_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="After a Stripe 429 halves the rate, time to climb back to the full rate.",
+    )
     metrics_port: int = Field(
         default=0,
         ge=0,
@@ -170,6 +190,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
+        parse_rate_limits(self.rate_limits)  # a bad table fails at start-up, naming the entry
         if self.stripe_api_key is None and self.stripe_api_key_file is not None:
             try:
                 key = self.stripe_api_key_file.read_text(encoding="utf-8").strip()
@@ -185,6 +206,10 @@ class Settings(BaseSettings):
                 "CARDS_VISIBILITY_TIMEOUT_SECONDS"
             )
         return self
+
+    @property
+    def rate_table(self) -> dict[tuple[str, str | None], float]:
+        return parse_rate_limits(self.rate_limits)
 
     @property
     def result_backend_url(self) -> str:

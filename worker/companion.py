@@ -40,7 +40,7 @@ from cards.companion_jobs import (
 )
 from cards.envelope import Envelope
 from worker.app import app
-from worker.execution import execute
+from worker.execution import Delivery, execute
 from worker.gateway import StripeGateway
 from worker.idempotency import ASSIGN_KEY_PREFIX, idempotency_key
 from worker.runner import RetryLater
@@ -92,16 +92,17 @@ def list_attempt(
 def _attempting(
     attempt: Callable[[StripeGateway, JobT, str, int], AnswerT],
     on_success: Callable[[AnswerT], ResultT],
-) -> Callable[[JobT, str, bool], ResultT | Envelope | RetryLater]:
+) -> Callable[[JobT, str, Delivery], ResultT | Envelope | RetryLater]:
     """One attempt of a companion job through the process's shared runner."""
 
-    def run(job: JobT, job_id: str, first_delivery: bool) -> ResultT | Envelope | RetryLater:
+    def run(job: JobT, job_id: str, delivery: Delivery) -> ResultT | Envelope | RetryLater:
         shared = process_runner()
         return shared.run_attempt(
             job_id,
             lambda generation: attempt(shared.gateway, job, job_id, generation),
             on_success,
-            first_delivery=first_delivery,
+            first_delivery=delivery.first,
+            budget=shared.budget(delivery.queue, job.stripe_account),
         )
 
     return run

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import celery
@@ -20,13 +21,22 @@ import celery
 from cards.envelope import Envelope, ErrorKind, failure
 from cards.jobs import InvalidJob
 from cards.redaction import event_reprs
+from cards.settings import get_settings
 from worker.metrics import JOB_OUTCOMES, JOB_RETRIES
 from worker.runner import RetryLater
 
-__all__ = ["execute"]
+__all__ = ["Delivery", "execute"]
 
 logger = logging.getLogger(__name__)
 outcome_logger = logging.getLogger("cards.outcome")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """This delivery of a job: its first (never retried), and the queue it came from."""
+
+    first: bool
+    queue: str
 
 
 class Job(Protocol):
@@ -68,17 +78,23 @@ def _record_outcome(
     )
 
 
+def _delivery(task: celery.Task[Any, Any]) -> Delivery:
+    info = task.request.delivery_info or {}
+    queue = info.get("routing_key") or get_settings().queue
+    return Delivery(first=not task.request.retries, queue=str(queue))
+
+
 def execute(
     task: celery.Task[Any, Any],
     args: tuple[Any, ...],
     fields: dict[str, Any],
     validate: Callable[[object], JobT],
-    attempt: Callable[[JobT, str, bool], ResultT | Envelope | RetryLater],
+    attempt: Callable[[JobT, str, Delivery], ResultT | Envelope | RetryLater],
     finish: Callable[[JobT, str, ResultT | Envelope], None] | None = None,
 ) -> ResultT | Envelope:
     """Run one delivery of a job task.
 
-    ``attempt(job, job_id, first_delivery)`` makes one attempt; ``finish(job,
+    ``attempt(job, job_id, delivery)`` makes one attempt; ``finish(job,
     job_id, answer)`` acts on a final answer (never on a retry, never for a
     job that failed validation, whose fields cannot be trusted).
     """
@@ -102,7 +118,7 @@ def execute(
             customer = job.userId
             outcome: ResultT | Envelope | RetryLater
             try:
-                outcome = attempt(job, job_id, not task.request.retries)
+                outcome = attempt(job, job_id, _delivery(task))
             except Exception:
                 # A bug, not a Stripe answer: report it once instead of retrying blindly.
                 logger.exception("job %s: unexpected error", job_id)

@@ -37,6 +37,7 @@ __all__ = [
     "CALLBACK_DELIVERIES",
     "JOB_OUTCOMES",
     "JOB_RETRIES",
+    "RATE_LIMITER_WAIT",
     "STRIPE_CALL_SECONDS",
 ]
 
@@ -60,6 +61,12 @@ JOB_RETRIES = Counter(
     "cards_job_retries_total",
     "Job retries scheduled, by task and reason.",
     ["task", "reason"],
+)
+RATE_LIMITER_WAIT = Histogram(
+    "cards_rate_limiter_wait_seconds",
+    "Time a job waited in its worker slot for a token of the shared Stripe rate limit.",
+    ["queue"],
+    buckets=(0.0, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 CALLBACK_DELIVERIES = Counter(
     "cards_callback_deliveries_total",

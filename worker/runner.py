@@ -22,6 +22,7 @@ attempt, a function of the key generation (see :mod:`worker.companion`).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,13 +32,16 @@ import redis
 
 from cards.envelope import Envelope, ErrorKind, failure, success
 from cards.jobs import SetDefaultCardJob, TargetField
-from worker.errors import Misconfigured, PermanentError, TransientError
+from cards.ratelimits import RateTable, limit_for
+from worker.errors import Misconfigured, PermanentError, StripeRateLimited, TransientError
 from worker.gateway import StripeGateway
 from worker.idempotency import idempotency_key
 from worker.jobstate import AttemptState, JobStateStore
+from worker.metrics import RATE_LIMITER_WAIT
+from worker.ratelimit import RateLimiter, limiter_key
 from worker.retries import RetryPolicy
 
-__all__ = ["JobRunner", "RetryLater", "SetDefaultCardRunner", "already_applied"]
+__all__ = ["Budget", "JobRunner", "RetryLater", "SetDefaultCardRunner", "already_applied"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,18 +66,56 @@ def already_applied(customer: dict[str, Any], job: SetDefaultCardJob) -> bool:
     return bool(customer.get("default_source") == job.default_source)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """The shared Stripe rate limit a job's calls count against."""
+
+    queue: str
+    key: str
+    rate: float
+
+
 class JobRunner:
-    """One attempt of any job: per-job state, retry or give up, the failure envelope."""
+    """One attempt of any job: rate limit, per-job state, retry or give up, failure envelope."""
 
     def __init__(
         self,
         store: JobStateStore,
         policy: RetryPolicy,
         clock: Callable[[], float] = time.time,
+        *,
+        limiter: RateLimiter | None = None,
+        rates: RateTable | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
+        self.limiter = limiter
+        self.rates = rates or {}
+        self.sleep = sleep
+
+    def budget(self, queue: str, account: str | None) -> Budget | None:
+        """The budget for a job on ``queue`` for Stripe ``account``; None when unlimited."""
+        rate = limit_for(self.rates, queue, account)
+        if rate is None or self.limiter is None:
+            return None
+        return Budget(queue, limiter_key(queue, account), rate)
+
+    def _wait_for_budget(self, budget: Budget) -> RetryLater | None:
+        """Sleep for a token; or :class:`RetryLater` if the wait would hold the slot too long."""
+        assert self.limiter is not None
+        try:
+            permit = self.limiter.acquire(budget.key, budget.rate)
+        except redis.RedisError:
+            # Without the shared budget, calling Stripe could break it for every worker.
+            return RetryLater(self.policy.countdown(1), "state_store")
+        if not permit.go:
+            return RetryLater(max(1, math.ceil(permit.wait)), "rate_limiter")
+        RATE_LIMITER_WAIT.labels(budget.queue).observe(permit.wait)
+        if permit.wait > 0:
+            self.sleep(permit.wait)
+        return None
 
     def run_attempt(
         self,
@@ -82,6 +124,7 @@ class JobRunner:
         on_success: Callable[[AnswerT], ResultT],
         *,
         first_delivery: bool = False,
+        budget: Budget | None = None,
     ) -> ResultT | Envelope | RetryLater:
         """One attempt. ``attempt(generation)`` calls Stripe, raising the
         classified errors of :mod:`worker.errors`; ``on_success`` makes its
@@ -93,7 +136,15 @@ class JobRunner:
         attempt (its worker died) then starts at key generation 0; if that
         key holds a saved 5xx, the replay leads back here and on to the
         recorded generation, one attempt later.
+
+        With a ``budget``, the attempt first takes a token from the shared rate
+        limiter (a job sent back for want of one has made no attempt), and a
+        429 ``rate_limit`` from Stripe slows that limiter down.
         """
+        if budget is not None:
+            deferred = self._wait_for_budget(budget)
+            if deferred is not None:
+                return deferred
         now = self.clock()
         state: AttemptState | None = None
         if not first_delivery:
@@ -106,6 +157,8 @@ class JobRunner:
         try:
             answer = attempt(generation)
         except TransientError as exc:
+            if budget is not None and isinstance(exc, StripeRateLimited):
+                self._throttle(budget)
             return self._after_transient(job_id, exc, state, now, generation)
         except PermanentError as exc:
             if isinstance(exc, Misconfigured):
@@ -156,6 +209,15 @@ class JobRunner:
             )
         return RetryLater(countdown, exc.reason)
 
+    def _throttle(self, budget: Budget) -> None:
+        assert self.limiter is not None
+        try:
+            rate = self.limiter.throttled(budget.key, budget.rate)
+        except redis.RedisError:
+            logger.warning("rate limiter %s: could not slow down after a 429", budget.key)
+            return
+        logger.warning("rate limiter %s: Stripe answered 429, now %.2f/s", budget.key, rate)
+
     def _forget(self, job_id: str) -> None:
         try:
             self.store.forget(job_id)
@@ -173,12 +235,18 @@ class SetDefaultCardRunner(JobRunner):
         store: JobStateStore,
         policy: RetryPolicy,
         clock: Callable[[], float] = time.time,
+        **limits: Any,
     ) -> None:
-        super().__init__(store, policy, clock)
+        super().__init__(store, policy, clock, **limits)
         self.gateway = gateway
 
     def run(
-        self, job: SetDefaultCardJob, job_id: str, *, first_delivery: bool = False
+        self,
+        job: SetDefaultCardJob,
+        job_id: str,
+        *,
+        first_delivery: bool = False,
+        budget: Budget | None = None,
     ) -> Envelope | RetryLater:
         """One attempt of a ``set_default_card`` job (see :meth:`JobRunner.run_attempt`)."""
         return self.run_attempt(
@@ -186,6 +254,7 @@ class SetDefaultCardRunner(JobRunner):
             lambda generation: self._attempt(job, job_id, generation),
             success,
             first_delivery=first_delivery,
+            budget=budget,
         )
 
     def _attempt(self, job: SetDefaultCardJob, job_id: str, generation: int) -> dict[str, Any]:

@@ -28,10 +28,11 @@ from cards.jobs import TASK_NAME, SetDefaultCardJob, validate_job
 from cards.settings import get_settings
 from worker.app import app
 from worker.callbacks import enqueue_delivery
-from worker.execution import execute
+from worker.execution import Delivery, execute
 from worker.gateway import StripeGateway
 from worker.jobstate import JobStateStore
 from worker.process_local import per_process
+from worker.ratelimit import RedisRateLimiter
 from worker.retries import RetryPolicy
 from worker.runner import RetryLater, SetDefaultCardRunner
 from worker.task_requests import EnvelopeRequest
@@ -45,10 +46,23 @@ logger = logging.getLogger(__name__)
 def runner() -> SetDefaultCardRunner:
     """This process's runner, built after fork: sockets must not cross a fork."""
     settings = get_settings()
+    rates = settings.rate_table
+    limiter = (
+        RedisRateLimiter(
+            redis.Redis.from_url(settings.job_state_url),
+            burst_seconds=settings.rate_limit_burst_seconds,
+            max_wait_seconds=settings.rate_limit_max_wait_seconds,
+            recovery_seconds=settings.rate_limit_recovery_seconds,
+        )
+        if rates
+        else None
+    )
     return SetDefaultCardRunner(
         gateway=StripeGateway.from_settings(settings),
         store=JobStateStore.from_url(settings.job_state_url),
         policy=RetryPolicy.from_settings(settings),
+        limiter=limiter,
+        rates=rates,
     )
 
 
@@ -81,8 +95,10 @@ def _after_final(job: SetDefaultCardJob, job_id: str, envelope: Envelope) -> Non
         enqueue_delivery(job_id, str(job.callback_url), envelope)
 
 
-def _attempt(job: SetDefaultCardJob, job_id: str, first_delivery: bool) -> Envelope | RetryLater:
-    return runner().run(job, job_id, first_delivery=first_delivery)
+def _attempt(job: SetDefaultCardJob, job_id: str, delivery: Delivery) -> Envelope | RetryLater:
+    shared = runner()
+    budget = shared.budget(delivery.queue, job.stripe_account)
+    return shared.run(job, job_id, first_delivery=delivery.first, budget=budget)
 
 
 @app.task(name=TASK_NAME, bind=True, max_retries=None, Request=EnvelopeRequest)
