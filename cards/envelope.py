@@ -17,6 +17,7 @@ failure ``data`` is a small error object, documented in the README:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final, TypedDict
 
@@ -33,6 +34,8 @@ class ErrorKind(StrEnum):
     INVALID_REQUEST = "invalid_request"
     CARD_DECLINED = "card_declined"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    SUPERSEDED = "superseded"
+    STALE = "stale"
     MISCONFIGURED = "misconfigured"
     STRIPE_UNAVAILABLE = "stripe_unavailable"
     INTERNAL = "internal"
@@ -64,7 +67,9 @@ def failure(
     param: str | None = None,
     request_id: str | None = None,
     attempts: int = 0,
+    extra: Mapping[str, Any] | None = None,
 ) -> Envelope:
+    """A failure envelope; ``extra`` adds kind-specific fields (e.g. ``newer_job_id``)."""
     error: ErrorData = {
         "kind": kind.value,
         "code": code,
@@ -72,4 +77,4 @@ def failure(
         "request_id": request_id,
         "attempts": attempts,
     }
-    return {"status": False, "message": message, "data": dict(error)}
+    return {"status": False, "message": message, "data": {**error, **(extra or {})}}

@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         description="Redis for per-job retry state; defaults to the broker URL.",
     )
     queue: str = Field(default="cards", description="Queue that jobs are sent to.")
+    bulk_queue: str = Field(
+        default="cards.bulk",
+        description="Queue that `cards migrate` sends its jobs to, read by dedicated bulk "
+        "workers so that a migration never takes a live worker's slot.",
+    )
     callback_secrets: SecretStr | None = Field(
         default=None,
         description="Standard Webhooks secrets (whsec_…) that sign callbacks, comma-separated; "
@@ -137,6 +142,22 @@ class Settings(BaseSettings):
         default=None,
         description="Flower's basic auth, user:password (comma-separated for several users); "
         "`cards flower` refuses to start without it.",
+    )
+    ordering: bool = Field(
+        default=True,
+        description="One writer per customer and the newest request wins (worker/ordering.py).",
+    )
+    customer_lock_seconds: float = Field(
+        default=25.0,
+        gt=0,
+        description="A customer lock expires after this if its worker dies; keep it above one "
+        "attempt (two Stripe timeouts plus the rate-limit wait).",
+    )
+    max_job_age_seconds: int = Field(
+        default=2 * 86400,
+        ge=60,
+        description="Jobs requested longer ago than this are refused as stale; the newest-request "
+        "record per customer lives this long plus an hour.",
     )
     rate_limits: str = Field(
         default="",

@@ -38,12 +38,22 @@ from worker.gateway import StripeGateway
 from worker.idempotency import idempotency_key
 from worker.jobstate import AttemptState, JobStateStore
 from worker.metrics import RATE_LIMITER_WAIT
+from worker.ordering import (
+    AppliedRequest,
+    CustomerGuard,
+    customer_key,
+    is_stale,
+    is_superseded,
+)
 from worker.ratelimit import RateLimiter, limiter_key
 from worker.retries import RetryPolicy
 
 __all__ = ["Budget", "JobRunner", "RetryLater", "SetDefaultCardRunner", "already_applied"]
 
 logger = logging.getLogger(__name__)
+
+#: A job whose customer is being written by another job comes back this much later.
+CUSTOMER_BUSY_COUNTDOWN_SECONDS = 1
 
 #: What one attempt returns (Stripe's answer) and what the job ends with.
 AnswerT = TypeVar("AnswerT")
@@ -227,7 +237,8 @@ class JobRunner:
 
 
 class SetDefaultCardRunner(JobRunner):
-    """``set_default_card``'s attempt: reconcile after a saved 5xx, then write."""
+    """``set_default_card``'s attempt: one writer per customer, newest request wins
+    (see :mod:`worker.ordering`), reconcile after a saved 5xx, then write."""
 
     def __init__(
         self,
@@ -235,10 +246,15 @@ class SetDefaultCardRunner(JobRunner):
         store: JobStateStore,
         policy: RetryPolicy,
         clock: Callable[[], float] = time.time,
-        **limits: Any,
+        *,
+        guard: CustomerGuard | None = None,
+        limiter: RateLimiter | None = None,
+        rates: RateTable | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(store, policy, clock, **limits)
+        super().__init__(store, policy, clock, limiter=limiter, rates=rates, sleep=sleep)
         self.gateway = gateway
+        self.guard = guard
 
     def run(
         self,
@@ -249,13 +265,77 @@ class SetDefaultCardRunner(JobRunner):
         budget: Budget | None = None,
     ) -> Envelope | RetryLater:
         """One attempt of a ``set_default_card`` job (see :meth:`JobRunner.run_attempt`)."""
-        return self.run_attempt(
-            job_id,
-            lambda generation: self._attempt(job, job_id, generation),
-            success,
-            first_delivery=first_delivery,
-            budget=budget,
-        )
+
+        def attempt() -> Envelope | RetryLater:
+            return self.run_attempt(
+                job_id,
+                lambda generation: self._attempt(job, job_id, generation),
+                success,
+                first_delivery=first_delivery,
+                budget=budget,
+            )
+
+        if self.guard is None:
+            return attempt()
+        return self._in_order(self.guard, job, job_id, attempt, first_delivery)
+
+    def _in_order(
+        self,
+        guard: CustomerGuard,
+        job: SetDefaultCardJob,
+        job_id: str,
+        attempt: Callable[[], Envelope | RetryLater],
+        first_delivery: bool,
+    ) -> Envelope | RetryLater:
+        now = self.clock()
+        requested_at = job.requested_at.timestamp() if job.requested_at else now
+        if is_stale(requested_at, now, guard.max_job_age_seconds):
+            return failure(
+                f"request is older than {guard.max_job_age_seconds:.0f} s; not applied",
+                ErrorKind.STALE,
+            )
+        key = customer_key(job.userId, job.stripe_account)
+        try:
+            token = guard.lock(key)
+        except redis.RedisError:
+            return RetryLater(self.policy.countdown(1), "state_store")
+        if token is None:
+            return RetryLater(CUSTOMER_BUSY_COUNTDOWN_SECONDS, "customer_busy")
+        try:
+            try:
+                newest = guard.newest(key)
+            except redis.RedisError:
+                return RetryLater(self.policy.countdown(1), "state_store")
+            if is_superseded(requested_at, job_id, newest):
+                assert newest is not None
+                if not first_delivery:
+                    self._forget(job_id)
+                return failure(
+                    "superseded by a newer request",
+                    ErrorKind.SUPERSEDED,
+                    extra={"newer_job_id": newest.job_id},
+                )
+            outcome = attempt()
+            if isinstance(outcome, dict) and outcome["status"]:
+                self._record(guard, key, AppliedRequest(requested_at, job_id))
+            return outcome
+        finally:
+            self._unlock(guard, key, token)
+
+    @staticmethod
+    def _record(guard: CustomerGuard, key: str, applied: AppliedRequest) -> None:
+        try:
+            guard.record(key, applied)
+        except redis.RedisError:
+            # The change is applied; only a later, older request could now overwrite it.
+            logger.error("customer %s: could not record request %s as newest", key, applied.job_id)
+
+    @staticmethod
+    def _unlock(guard: CustomerGuard, key: str, token: str) -> None:
+        try:
+            guard.unlock(key, token)
+        except redis.RedisError:
+            logger.warning("customer %s: could not release its lock; it expires on its own", key)
 
     def _attempt(self, job: SetDefaultCardJob, job_id: str, generation: int) -> dict[str, Any]:
         if generation > 0:

@@ -31,6 +31,7 @@ from worker.callbacks import enqueue_delivery
 from worker.execution import Delivery, execute
 from worker.gateway import StripeGateway
 from worker.jobstate import JobStateStore
+from worker.ordering import CustomerGuard
 from worker.process_local import per_process
 from worker.ratelimit import RedisRateLimiter
 from worker.retries import RetryPolicy
@@ -46,10 +47,11 @@ logger = logging.getLogger(__name__)
 def runner() -> SetDefaultCardRunner:
     """This process's runner, built after fork: sockets must not cross a fork."""
     settings = get_settings()
+    client = redis.Redis.from_url(settings.job_state_url)
     rates = settings.rate_table
     limiter = (
         RedisRateLimiter(
-            redis.Redis.from_url(settings.job_state_url),
+            client,
             burst_seconds=settings.rate_limit_burst_seconds,
             max_wait_seconds=settings.rate_limit_max_wait_seconds,
             recovery_seconds=settings.rate_limit_recovery_seconds,
@@ -57,10 +59,20 @@ def runner() -> SetDefaultCardRunner:
         if rates
         else None
     )
+    guard = (
+        CustomerGuard(
+            client,
+            lock_seconds=settings.customer_lock_seconds,
+            max_job_age_seconds=settings.max_job_age_seconds,
+        )
+        if settings.ordering
+        else None
+    )
     return SetDefaultCardRunner(
         gateway=StripeGateway.from_settings(settings),
-        store=JobStateStore.from_url(settings.job_state_url),
+        store=JobStateStore(client),
         policy=RetryPolicy.from_settings(settings),
+        guard=guard,
         limiter=limiter,
         rates=rates,
     )

@@ -33,6 +33,8 @@ def test_job_completes_after_its_worker_is_killed_mid_call(
         CARDS_VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY_TIMEOUT),
         CARDS_UNACKED_RESTORE_INTERVAL_SECONDS="1",
         CARDS_STRIPE_TIMEOUT_SECONDS="30",
+        # The dead worker's customer lock must not block its successor for long.
+        CARDS_CUSTOMER_LOCK_SECONDS="5",
     )
     app = client_app(redis_server.url(db))
     customer = customers[0]

@@ -1,0 +1,76 @@
+"""Newest request wins and one writer per customer, with several real workers.
+
+Full size (the issue's): 1,000 customers x 5 changes each. Set
+CARDS_TEST_ORDERING_CUSTOMERS to run another size.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from harness.processes import RedisServer, client_app, run_worker
+from producers import enqueue_set_default_card, get_result
+from stripe_emulator.process import EmulatorProcess
+from tests.integration.conftest import worker_env
+
+CUSTOMERS = int(os.environ.get("CARDS_TEST_ORDERING_CUSTOMERS", "1000"))
+CHANGES = 5
+
+
+@pytest.fixture
+def slow_stripe(emulator: EmulatorProcess) -> Iterator[None]:
+    """A little latency, so that writes to one customer would overlap if they could."""
+    emulator.admin.configure(latency_ms=2, jitter_ms=4)
+    try:
+        yield
+    finally:
+        emulator.admin.configure(latency_ms=0, jitter_ms=0)
+
+
+@pytest.mark.usefixtures("slow_stripe")
+def test_every_customer_ends_on_its_newest_request_with_one_writer_at_a_time(
+    redis_server: RedisServer, emulator: EmulatorProcess, logs_dir: Path
+) -> None:
+    db = 7
+    env = worker_env(redis_server.url(db), emulator.url)
+    app = client_app(redis_server.url(db))
+    customers = emulator.admin.seed(CUSTOMERS, cards_per_customer=CHANGES)
+    base = datetime.now(UTC) - timedelta(minutes=1)
+    changes = [
+        (customer, i, base + timedelta(milliseconds=i))
+        for customer in customers
+        for i in range(CHANGES)
+    ]
+    random.Random(7).shuffle(changes)
+
+    with (
+        run_worker(env, logs_dir / "order-a.log", concurrency=3, name="order-a"),
+        run_worker(env, logs_dir / "order-b.log", concurrency=3, name="order-b"),
+    ):
+        jobs = [
+            enqueue_set_default_card(
+                customer["id"], customer["cards"][i], requested_at=when, app=app
+            )
+            for customer, i, when in changes
+        ]
+        envelopes = [get_result(job, timeout=300, app=app) for job in jobs]
+
+    outcomes = Counter(
+        "ok" if e["status"] else (e["data"] or {}).get("kind", "?") for e in envelopes
+    )
+    assert set(outcomes) <= {"ok", "superseded"}, outcomes
+    assert outcomes["superseded"] > 0
+
+    ledger = emulator.admin.ledger(events=False)
+    for customer in customers:
+        assert ledger["max_concurrent_writes_by_customer"].get(customer["id"], 0) <= 1
+        assert 1 <= ledger["writes_applied_by_customer"][customer["id"]] <= CHANGES
+        final = emulator.admin.get_customer(customer["id"])
+        assert final["default_source"] == customer["cards"][CHANGES - 1], customer["id"]

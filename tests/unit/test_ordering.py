@@ -1,0 +1,163 @@
+"""Newest request wins, one writer per customer: the rules and the runner's use of them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import fakeredis
+import pytest
+
+from cards.jobs import validate_job
+from tests.unit.test_runner import ScriptedGateway
+from worker.errors import StripeServerError
+from worker.jobstate import JobStateStore
+from worker.ordering import (
+    AppliedRequest,
+    CustomerGuard,
+    customer_key,
+    is_stale,
+    is_superseded,
+)
+from worker.retries import RetryPolicy
+from worker.runner import RetryLater, SetDefaultCardRunner
+
+T0 = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("requested_at", "job_id", "newest", "superseded"),
+    [
+        (T0, "a", None, False),
+        (T0 - 1, "a", AppliedRequest(T0, "b"), True),
+        (T0 + 1, "a", AppliedRequest(T0, "b"), False),
+        (T0, "a", AppliedRequest(T0, "b"), True),  # same time: ordered by job id
+        (T0, "c", AppliedRequest(T0, "b"), False),
+        (T0 - 5, "b", AppliedRequest(T0, "b"), False),  # the recorded job itself, redelivered
+    ],
+)
+def test_superseded_table(
+    requested_at: float, job_id: str, newest: AppliedRequest | None, superseded: bool
+) -> None:
+    assert is_superseded(requested_at, job_id, newest) is superseded
+
+
+def test_stale_rule() -> None:
+    assert not is_stale(T0 - 100, T0, max_age_seconds=100)
+    assert is_stale(T0 - 101, T0, max_age_seconds=100)
+
+
+def test_lock_is_exclusive_and_released_only_by_its_holder() -> None:
+    guard = CustomerGuard(fakeredis.FakeRedis(), lock_seconds=5, max_job_age_seconds=3600)
+    key = customer_key("cus_1", None)
+    token = guard.lock(key)
+    assert token is not None
+    assert guard.lock(key) is None
+    guard.unlock(key, "not-the-token")
+    assert guard.lock(key) is None
+    guard.unlock(key, token)
+    assert guard.lock(key) is not None
+
+
+def test_lock_expires_when_its_holder_dies() -> None:
+    server = fakeredis.FakeRedis()
+    guard = CustomerGuard(server, lock_seconds=5, max_job_age_seconds=3600)
+    assert guard.lock("k") is not None
+    assert 0 < server.pttl("cards:customer-lock:k") <= 5000
+
+
+def test_newest_record_round_trip_and_ttl() -> None:
+    server = fakeredis.FakeRedis()
+    guard = CustomerGuard(server, lock_seconds=5, max_job_age_seconds=3600)
+    assert guard.newest("k") is None
+    guard.record("k", AppliedRequest(T0, "job-9"))
+    assert guard.newest("k") == AppliedRequest(T0, "job-9")
+    assert server.ttl("cards:customer-newest:k") == 3600 + 3600
+
+
+def test_accounts_are_separate_customers() -> None:
+    assert customer_key("cus_1", None) != customer_key("cus_1", "acct_1")
+
+
+def job(when: float, job_id: str, source: str = "card_B2") -> Any:
+    return validate_job(
+        {
+            "userId": "cus_A1",
+            "default_source": source,
+            "job_id": job_id,
+            "requested_at": datetime.fromtimestamp(when, UTC).isoformat(),
+        }
+    )
+
+
+def guarded(gateway: ScriptedGateway, server: Any) -> SetDefaultCardRunner:
+    return SetDefaultCardRunner(
+        gateway,
+        JobStateStore(server),
+        RetryPolicy(max_attempts=5, backoff_seconds=1, backoff_max_seconds=10, window_seconds=600),
+        clock=lambda: T0,
+        guard=CustomerGuard(server, lock_seconds=5, max_job_age_seconds=3600),
+    )
+
+
+def test_older_request_after_a_newer_one_is_superseded_without_a_stripe_call() -> None:
+    server = fakeredis.FakeRedis()
+    gateway = ScriptedGateway([])
+    runner = guarded(gateway, server)
+    newer = runner.run(job(T0 - 1, "new", "card_NEW"), "new", first_delivery=True)
+    older = runner.run(job(T0 - 10, "old", "card_OLD"), "old", first_delivery=True)
+    assert isinstance(newer, dict) and newer["status"] is True
+    assert older == {
+        "status": False,
+        "message": "superseded by a newer request",
+        "data": {
+            "kind": "superseded",
+            "code": None,
+            "param": None,
+            "request_id": None,
+            "attempts": 0,
+            "newer_job_id": "new",
+        },
+    }
+    assert len(gateway.writes) == 1
+    assert gateway.current_default == "card_NEW"
+
+
+def test_busy_customer_sends_the_job_back_without_an_attempt() -> None:
+    server = fakeredis.FakeRedis()
+    gateway = ScriptedGateway([])
+    runner = guarded(gateway, server)
+    assert runner.guard is not None
+    holder = runner.guard.lock(customer_key("cus_A1", None))
+    assert holder is not None
+    outcome = runner.run(job(T0 - 1, "j1"), "j1", first_delivery=True)
+    assert outcome == RetryLater(1, "customer_busy")
+    assert gateway.writes == []
+    runner.guard.unlock(customer_key("cus_A1", None), holder)
+    assert isinstance(runner.run(job(T0 - 1, "j1"), "j1"), dict)
+
+
+def test_lock_is_released_after_a_failed_attempt() -> None:
+    server = fakeredis.FakeRedis()
+    runner = guarded(ScriptedGateway([StripeServerError("500")]), server)
+    assert isinstance(runner.run(job(T0 - 1, "j1"), "j1", first_delivery=True), RetryLater)
+    assert runner.guard is not None
+    assert runner.guard.lock(customer_key("cus_A1", None)) is not None
+
+
+def test_stale_request_is_refused() -> None:
+    runner = guarded(ScriptedGateway([]), fakeredis.FakeRedis())
+    outcome = runner.run(job(T0 - 7200, "j1"), "j1", first_delivery=True)
+    assert isinstance(outcome, dict)
+    assert outcome["data"] is not None and outcome["data"]["kind"] == "stale"
+
+
+def test_unstamped_job_counts_as_requested_when_run() -> None:
+    server = fakeredis.FakeRedis()
+    runner = guarded(ScriptedGateway([]), server)
+    raw = validate_job({"userId": "cus_A1", "default_source": "card_B2"})
+    assert isinstance(runner.run(raw, "raw-1", first_delivery=True), dict)
+    assert runner.guard is not None
+    assert runner.guard.newest(customer_key("cus_A1", None)) == AppliedRequest(T0, "raw-1")
+    older = runner.run(job(T0 - 1, "j2"), "j2", first_delivery=True)
+    assert isinstance(older, dict) and older["message"] == "superseded by a newer request"
