@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run test unit integration lint typecheck format bench clean
+.PHONY: venv run test unit integration chaos lint typecheck format bench clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ unit: venv
 
 integration: venv
 	$(BIN)/pytest tests/integration
+
+## chaos: the chaos scenarios R1-R5 at full size; writes their figures to RELIABILITY.md.
+chaos: venv
+	$(BIN)/python -m tests.chaos.run --full
 
 lint: venv
 	$(BIN)/ruff check $(SRC)

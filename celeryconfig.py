@@ -39,12 +39,30 @@ result_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
 
+if _settings.signs_messages:
+    # Celery's auth serializer signs (does not encrypt) each task message; a
+    # worker then accepts only messages signed by a certificate in its store.
+    # Results stay plain JSON.
+    task_serializer = "auth"
+    accept_content = ["auth"]
+    security_key = str(_settings.signing_key_file)
+    security_certificate = str(_settings.signing_cert_file)
+    security_cert_store = str(_settings.signing_cert_store)
+    security_digest = "sha256"
+
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 
 task_default_queue = _settings.queue
 result_expires = _settings.result_expires_seconds
+# A job that finishes while Redis restarts must still store its envelope:
+# retry the result backend on connection errors (the chaos suite's R2 lost
+# envelopes of applied writes without this), for about a minute at most.
+result_backend_always_retry = True
+result_backend_max_retries = 12
+result_backend_base_sleep_between_retries_ms = 100
+result_backend_max_sleep_between_retries_ms = 10_000
 
 worker_send_task_events = True
 task_send_sent_event = True

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "CHECK_TASK_NAME",
     "TASK_NAME",
     "InvalidJob",
     "SetDefaultCardJob",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 TASK_NAME: Final = "cards.set_default_card"
+#: The read-only check of the same fields (``cards migrate --dry-run``): would it succeed?
+CHECK_TASK_NAME: Final = "cards.check_default_card"
 
 #: Stripe ids are prefix + letters and digits; Stripe documents 255 as the cap.
 MAX_STRIPE_ID_LENGTH: Final = 255

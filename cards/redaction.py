@@ -18,7 +18,7 @@ import ast
 import re
 from typing import Any, Final
 
-__all__ = ["HIDDEN", "event_reprs", "summarize_envelope_repr"]
+__all__ = ["HIDDEN", "event_reprs", "minimal_customer", "summarize_envelope_repr"]
 
 #: What an event shows for a value it may not show.
 HIDDEN: Final = "'<hidden>'"
@@ -58,3 +58,33 @@ def summarize_envelope_repr(result: Any) -> str:
     except (ValueError, SyntaxError):
         return HIDDEN
     return repr({"status": match["status"] == "True", "message": message})
+
+
+#: With CARDS_MINIMAL_DATA, a success envelope keeps only these customer fields...
+MINIMAL_CUSTOMER_FIELDS: Final = ("id", "object", "default_source", "invoice_settings")
+#: ...and these of each card or source in its list (no cardholder name or address).
+MINIMAL_SOURCE_FIELDS: Final = (
+    "id",
+    "object",
+    "type",
+    "brand",
+    "last4",
+    "exp_month",
+    "exp_year",
+    "funding",
+    "customer",
+)
+
+
+def minimal_customer(customer: dict[str, Any]) -> dict[str, Any]:
+    """The customer without personal data: id, defaults and the card list. (Pure.)"""
+    kept: dict[str, Any] = {k: customer[k] for k in MINIMAL_CUSTOMER_FIELDS if k in customer}
+    sources = customer.get("sources")
+    if isinstance(sources, dict):
+        cards = [
+            {k: item[k] for k in MINIMAL_SOURCE_FIELDS if k in item}
+            for item in sources.get("data") or []
+            if isinstance(item, dict)
+        ]
+        kept["sources"] = {"object": "list", "data": cards}
+    return kept

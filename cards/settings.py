@@ -143,6 +143,23 @@ class Settings(BaseSettings):
         description="Flower's basic auth, user:password (comma-separated for several users); "
         "`cards flower` refuses to start without it.",
     )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="Private key (PEM) that signs task messages with Celery's auth serializer; "
+        "set it with CARDS_SIGNING_CERT_FILE and CARDS_SIGNING_CERT_STORE, or none of them.",
+    )
+    signing_cert_file: Path | None = Field(
+        default=None, description="This process's certificate (PEM), matching the signing key."
+    )
+    signing_cert_store: Path | None = Field(
+        default=None,
+        description="Directory of the certificates whose signatures are accepted.",
+    )
+    minimal_data: bool = Field(
+        default=False,
+        description="Success envelopes carry only the customer's id, default_source, "
+        "invoice_settings and card list: no email, name, phone or address.",
+    )
     ordering: bool = Field(
         default=True,
         description="One writer per customer and the newest request wins (worker/ordering.py).",
@@ -212,6 +229,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
         parse_rate_limits(self.rate_limits)  # a bad table fails at start-up, naming the entry
+        signing = (self.signing_key_file, self.signing_cert_file, self.signing_cert_store)
+        if any(signing) and not all(signing):
+            raise ValueError(
+                "message signing needs CARDS_SIGNING_KEY_FILE, CARDS_SIGNING_CERT_FILE and "
+                "CARDS_SIGNING_CERT_STORE together"
+            )
         if self.stripe_api_key is None and self.stripe_api_key_file is not None:
             try:
                 key = self.stripe_api_key_file.read_text(encoding="utf-8").strip()
@@ -227,6 +250,10 @@ class Settings(BaseSettings):
                 "CARDS_VISIBILITY_TIMEOUT_SECONDS"
             )
         return self
+
+    @property
+    def signs_messages(self) -> bool:
+        return self.signing_key_file is not None
 
     @property
     def rate_table(self) -> dict[tuple[str, str | None], float]:

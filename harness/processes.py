@@ -21,10 +21,13 @@ from pathlib import Path
 import redis
 from celery import Celery
 
+from cards.messaging import celery_app
+
 __all__ = [
     "REPO_ROOT",
     "CeleryWorker",
     "RedisServer",
+    "TlsFiles",
     "client_app",
     "free_port",
     "run_redis",
@@ -39,8 +42,7 @@ POLL_SECONDS = 0.05
 
 def client_app(broker_url: str, backend_url: str | None = None) -> Celery:
     """A producer-side Celery app with the project's configuration, on another broker."""
-    app = Celery("cards-client")
-    app.config_from_object("celeryconfig")
+    app = celery_app("cards-client")
     app.conf.update(broker_url=broker_url, result_backend=backend_url or broker_url)
     return app
 
@@ -60,33 +62,61 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(POLL_SECONDS)
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server key and certificate; the certificate is also the clients' CA."""
+
+    key: Path
+    cert: Path
+
+
 @dataclass
 class RedisServer:
     port: int
     process: subprocess.Popen[bytes]
+    password: str | None = None
+    tls: TlsFiles | None = None
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+        return (
+            f"rediss://{auth}127.0.0.1:{self.port}/{db}"
+            f"?ssl_cert_reqs=required&ssl_ca_certs={self.tls.cert}"
+        )
 
     def client(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(port=self.port, db=db)
+        return redis.Redis.from_url(self.url(db), socket_timeout=1)
 
 
-def _answers_ping(port: int) -> bool:
+def _answers_ping(server: RedisServer) -> bool:
     try:
-        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+        return bool(server.client().ping())
     except redis.RedisError:
         return False
 
 
 @contextmanager
-def run_redis(extra_args: tuple[str, ...] = ()) -> Iterator[RedisServer]:
+def run_redis(
+    extra_args: tuple[str, ...] = (),
+    *,
+    password: str | None = None,
+    tls: TlsFiles | None = None,
+) -> Iterator[RedisServer]:
+    """A private redis-server on a free port, with a password and TLS if asked."""
     port = free_port()
+    listen = ["--port", str(port)]
+    if tls is not None:
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]
+        listen += ["--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key)]
+        listen += ["--tls-ca-cert-file", str(tls.cert)]
+    if password is not None:
+        listen += ["--requirepass", password]
     process = subprocess.Popen(
         [
             "redis-server",
-            "--port",
-            str(port),
+            *listen,
             "--bind",
             "127.0.0.1",
             "--save",
@@ -98,9 +128,10 @@ def run_redis(extra_args: tuple[str, ...] = ()) -> Iterator[RedisServer]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    server = RedisServer(port, process, password, tls)
     try:
-        wait_for(lambda: _answers_ping(port), 10, f"redis-server on port {port}")
-        yield RedisServer(port, process)
+        wait_for(lambda: _answers_ping(server), 10, f"redis-server on port {port}")
+        yield server
     finally:
         process.terminate()
         process.wait(10)
@@ -121,9 +152,11 @@ class CeleryWorker:
         self.process.wait(10)
 
     def stop(self, timeout: float = 20) -> None:
+        """A warm shutdown, as a deploy does it: SIGTERM to the main process only,
+        which lets running jobs finish and puts waiting ones back on the queue."""
         if self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -88,9 +88,9 @@ def _handler(receiver: CallbackReceiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def run_receiver() -> Iterator[CallbackReceiver]:
-    """A receiver on 127.0.0.1 and a free port, stopped on exit."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+def run_receiver(port: int = 0) -> Iterator[CallbackReceiver]:
+    """A receiver on 127.0.0.1 and ``port`` (0: a free one), stopped on exit."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), BaseHTTPRequestHandler)
     receiver = CallbackReceiver(server)
     server.RequestHandlerClass = _handler(receiver)
     server.daemon_threads = True

@@ -1,6 +1,7 @@
 """The ``cards`` command line.
 
-Exit codes: 0 done; 1 the job ended with ``status: false``; 2 bad input;
+Exit codes: 0 done; 1 the job ended with ``status: false`` (``migrate``: a
+row was invalid or failed); 2 bad input;
 3 no result yet; 4 the broker or result backend cannot be reached.
 Every error is one line on stderr, never a traceback.
 """
@@ -11,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import kombu.exceptions
@@ -32,6 +34,9 @@ from producers.jobs import (
     enqueue_job,
     get_result,
 )
+from producers.migration import DEFAULT_WINDOW
+from producers.migration_command import MigrationInputError, migration_command
+from producers.rows import FileFormat
 
 __all__ = ["cli", "main"]
 
@@ -236,6 +241,69 @@ def dlq_purge(
     store = dead_letter_store()
     removed = _guarded(lambda: store.remove(job_ids) if job_ids else store.purge(), connects=False)
     typer.echo(f"purged {removed} job(s)")
+
+
+@cli.command(no_args_is_help=True)
+def migrate(
+    target: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="FILE | status ID | resume ID",
+            help="A CSV or JSONL file to migrate; or `status ID`; or `resume ID`.",
+            show_default=False,
+        ),
+    ],
+    file_format: Annotated[
+        FileFormat | None,
+        typer.Option("--format", help="csv or jsonl; by default from the file's extension."),
+    ] = None,
+    window: Annotated[
+        int, typer.Option(min=1, help="Jobs in flight at most (sent, not finished).")
+    ] = DEFAULT_WINDOW,
+    migration_id: Annotated[
+        str | None,
+        typer.Option("--id", help="The migration's id; by default m + the file's SHA-256."),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Report CSV; by default <FILE>.report.csv.")
+    ] = None,
+    validate_only: Annotated[
+        bool, typer.Option("--validate-only", help="Validate every row, send nothing.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Log lines instead of a progress bar.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check through the workers, reading only, that each customer exists and "
+            "has the card; write nothing.",
+        ),
+    ] = False,
+) -> None:
+    """Set many default cards from a file, on the bulk queue, resumably.
+
+    Exit codes: 0 every row done; 1 some row invalid or failed; 2 bad input
+    (unreadable file, unknown migration); 4 Redis cannot be reached.
+    """
+    try:
+        code = _guarded(
+            lambda: migration_command(
+                target,
+                file_format=file_format,
+                window=window,
+                migration_id=migration_id,
+                report=report,
+                validate_only=validate_only,
+                quiet=quiet,
+                dry_run=dry_run,
+            ),
+            connects=False,
+        )
+    except MigrationInputError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    raise typer.Exit(code)
 
 
 def main() -> None:

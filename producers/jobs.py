@@ -18,6 +18,7 @@ from celery.result import AsyncResult
 from cards.destinations import RefusedDestination, check_destination
 from cards.envelope import Envelope, ErrorKind, failure
 from cards.jobs import TASK_NAME, InvalidJob, SetDefaultCardJob, validate_job
+from cards.messaging import celery_app
 from cards.redaction import event_reprs
 from cards.settings import get_settings
 
@@ -52,9 +53,7 @@ class ResultNotReady(TimeoutError):
 
 @lru_cache(maxsize=1)
 def producer_app() -> Celery:
-    app = Celery("cards-producer")
-    app.config_from_object("celeryconfig")
-    return app
+    return celery_app("cards-producer")
 
 
 def check_connections(app: Celery | None = None, timeout: int = PING_TIMEOUT_SECONDS) -> None:

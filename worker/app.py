@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from celery import Celery
 from celery.app import trace
 
 import worker.metrics  # noqa: F401 - serves /metrics once the worker starts
+from cards.messaging import celery_app
+from worker.security import assert_safe_serialization
 
 __all__ = ["app"]
 
@@ -13,5 +14,9 @@ __all__ = ["app"]
 # with email, name and phone. Job outcomes are logged by worker.tasks instead.
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
-app = Celery("cards-worker", include=["worker.tasks", "worker.companion", "worker.callbacks"])
-app.config_from_object("celeryconfig")
+app = celery_app(
+    "cards-worker",
+    task_cls="worker.strategy:GuardedTask",
+    include=["worker.tasks", "worker.companion", "worker.callbacks", "worker.checks"],
+)
+assert_safe_serialization(app.conf)

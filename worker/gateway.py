@@ -130,6 +130,15 @@ class StripeGateway:
         )
         return _raw(customer)
 
+    def retrieve_payment_method(self, payment_method: str, account: str | None) -> dict[str, Any]:
+        """A PaymentMethod as Stripe has it now (its ``customer`` says whose it is)."""
+        options = _account_options(account)
+        found = self._call(
+            "retrieve",
+            lambda client: client.v1.payment_methods.retrieve(payment_method, None, options),
+        )
+        return _raw(found)
+
     def attach_source(
         self,
         customer: str,

@@ -42,11 +42,26 @@ NEWEST_PREFIX: Final = "cards:customer-newest:"
 #: The newest-request record outlives the oldest job that may still be compared with it.
 RECORD_SLACK_SECONDS: Final = 3600
 
-_RELEASE_LUA: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+# Take the customer's lock and read its newest applied request: one round trip.
+_ENTER_LUA: Final = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0}
 end
-return 0
+local newest = redis.call('HMGET', KEYS[2], 'requested_at', 'job_id')
+return {1, newest[1], newest[2]}
+"""
+
+# Record the request just applied (if any), then release the lock if this
+# token still holds it (it may have expired and moved on): one round trip.
+_LEAVE_LUA: Final = """
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[2], 'requested_at', ARGV[2], 'job_id', ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
 """
 
 
@@ -81,32 +96,35 @@ class CustomerGuard:
         self, client: redis.Redis, *, lock_seconds: float, max_job_age_seconds: float
     ) -> None:
         self._redis = client
-        self._release = client.register_script(_RELEASE_LUA)
+        self._enter = client.register_script(_ENTER_LUA)
+        self._leave = client.register_script(_LEAVE_LUA)
         self.lock_seconds = lock_seconds
         self.max_job_age_seconds = max_job_age_seconds
 
-    def lock(self, key: str) -> str | None:
-        """A token proving this caller holds the customer's lock, or None if another does."""
+    def enter(self, key: str) -> tuple[str | None, AppliedRequest | None]:
+        """Take the customer's lock: (a token proving it, or None if another job holds it)
+        and the newest request applied to the customer so far."""
         token = secrets.token_hex(8)
-        taken = self._redis.set(LOCK_PREFIX + key, token, nx=True, px=int(self.lock_seconds * 1000))
-        return token if taken else None
-
-    def unlock(self, key: str, token: str) -> None:
-        """Release the lock if this token still holds it (it may have expired and moved on)."""
-        self._release(keys=[LOCK_PREFIX + key], args=[token])
-
-    def newest(self, key: str) -> AppliedRequest | None:
-        requested_at, job_id = self._redis.hmget(NEWEST_PREFIX + key, "requested_at", "job_id")
-        if requested_at is None or job_id is None:
-            return None
-        text = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
-        return AppliedRequest(float(requested_at), text)
-
-    def record(self, key: str, applied: AppliedRequest) -> None:
-        name = NEWEST_PREFIX + key
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(
-            name, mapping={"requested_at": repr(applied.requested_at), "job_id": applied.job_id}
+        answer = self._enter(
+            keys=[LOCK_PREFIX + key, NEWEST_PREFIX + key],
+            args=[token, int(self.lock_seconds * 1000)],
         )
-        pipe.expire(name, int(self.max_job_age_seconds + RECORD_SLACK_SECONDS))
-        pipe.execute()
+        if not int(answer[0]):
+            return None, None
+        requested_at, job_id = [*answer, None, None][1:3]
+        if not requested_at or not job_id:
+            return token, None
+        text = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
+        return token, AppliedRequest(float(requested_at), text)
+
+    def leave(self, key: str, token: str, applied: AppliedRequest | None = None) -> None:
+        """Record ``applied`` as the customer's newest request, then release the lock."""
+        self._leave(
+            keys=[LOCK_PREFIX + key, NEWEST_PREFIX + key],
+            args=[
+                token,
+                repr(applied.requested_at) if applied else "",
+                applied.job_id if applied else "",
+                int(self.max_job_age_seconds + RECORD_SLACK_SECONDS),
+            ],
+        )

@@ -33,6 +33,7 @@ import redis
 from cards.envelope import Envelope, ErrorKind, failure, success
 from cards.jobs import SetDefaultCardJob, TargetField
 from cards.ratelimits import RateTable, limit_for
+from cards.redaction import minimal_customer
 from worker.errors import Misconfigured, PermanentError, StripeRateLimited, TransientError
 from worker.gateway import StripeGateway
 from worker.idempotency import idempotency_key
@@ -251,10 +252,15 @@ class SetDefaultCardRunner(JobRunner):
         limiter: RateLimiter | None = None,
         rates: RateTable | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        minimal_data: bool = False,
     ) -> None:
         super().__init__(store, policy, clock, limiter=limiter, rates=rates, sleep=sleep)
         self.gateway = gateway
         self.guard = guard
+        self.minimal_data = minimal_data
+
+    def _success(self, customer: dict[str, Any]) -> Envelope:
+        return success(minimal_customer(customer) if self.minimal_data else customer)
 
     def run(
         self,
@@ -270,7 +276,7 @@ class SetDefaultCardRunner(JobRunner):
             return self.run_attempt(
                 job_id,
                 lambda generation: self._attempt(job, job_id, generation),
-                success,
+                self._success,
                 first_delivery=first_delivery,
                 budget=budget,
             )
@@ -296,16 +302,13 @@ class SetDefaultCardRunner(JobRunner):
             )
         key = customer_key(job.userId, job.stripe_account)
         try:
-            token = guard.lock(key)
+            token, newest = guard.enter(key)
         except redis.RedisError:
             return RetryLater(self.policy.countdown(1), "state_store")
         if token is None:
             return RetryLater(CUSTOMER_BUSY_COUNTDOWN_SECONDS, "customer_busy")
+        applied: AppliedRequest | None = None
         try:
-            try:
-                newest = guard.newest(key)
-            except redis.RedisError:
-                return RetryLater(self.policy.countdown(1), "state_store")
             if is_superseded(requested_at, job_id, newest):
                 assert newest is not None
                 if not first_delivery:
@@ -317,25 +320,19 @@ class SetDefaultCardRunner(JobRunner):
                 )
             outcome = attempt()
             if isinstance(outcome, dict) and outcome["status"]:
-                self._record(guard, key, AppliedRequest(requested_at, job_id))
+                applied = AppliedRequest(requested_at, job_id)
             return outcome
         finally:
-            self._unlock(guard, key, token)
+            self._leave(guard, key, token, applied)
 
     @staticmethod
-    def _record(guard: CustomerGuard, key: str, applied: AppliedRequest) -> None:
+    def _leave(guard: CustomerGuard, key: str, token: str, applied: AppliedRequest | None) -> None:
         try:
-            guard.record(key, applied)
+            guard.leave(key, token, applied)
         except redis.RedisError:
-            # The change is applied; only a later, older request could now overwrite it.
-            logger.error("customer %s: could not record request %s as newest", key, applied.job_id)
-
-    @staticmethod
-    def _unlock(guard: CustomerGuard, key: str, token: str) -> None:
-        try:
-            guard.unlock(key, token)
-        except redis.RedisError:
-            logger.warning("customer %s: could not release its lock; it expires on its own", key)
+            # The lock expires on its own. A lost record only matters if an
+            # older request for this customer arrives later.
+            logger.error("customer %s: could not record its newest request or unlock", key)
 
     def _attempt(self, job: SetDefaultCardJob, job_id: str, generation: int) -> dict[str, Any]:
         if generation > 0:

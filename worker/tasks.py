@@ -75,6 +75,7 @@ def runner() -> SetDefaultCardRunner:
         guard=guard,
         limiter=limiter,
         rates=rates,
+        minimal_data=settings.minimal_data,
     )
 
 

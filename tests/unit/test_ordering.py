@@ -50,28 +50,32 @@ def test_stale_rule() -> None:
 def test_lock_is_exclusive_and_released_only_by_its_holder() -> None:
     guard = CustomerGuard(fakeredis.FakeRedis(), lock_seconds=5, max_job_age_seconds=3600)
     key = customer_key("cus_1", None)
-    token = guard.lock(key)
+    token, newest = guard.enter(key)
     assert token is not None
-    assert guard.lock(key) is None
-    guard.unlock(key, "not-the-token")
-    assert guard.lock(key) is None
-    guard.unlock(key, token)
-    assert guard.lock(key) is not None
+    assert newest is None
+    assert guard.enter(key) == (None, None)
+    guard.leave(key, "not-the-token")
+    assert guard.enter(key) == (None, None)
+    guard.leave(key, token)
+    assert guard.enter(key)[0] is not None
 
 
 def test_lock_expires_when_its_holder_dies() -> None:
     server = fakeredis.FakeRedis()
     guard = CustomerGuard(server, lock_seconds=5, max_job_age_seconds=3600)
-    assert guard.lock("k") is not None
+    assert guard.enter("k")[0] is not None
     assert 0 < server.pttl("cards:customer-lock:k") <= 5000
 
 
-def test_newest_record_round_trip_and_ttl() -> None:
+def test_leaving_records_the_applied_request_for_the_next_holder() -> None:
     server = fakeredis.FakeRedis()
     guard = CustomerGuard(server, lock_seconds=5, max_job_age_seconds=3600)
-    assert guard.newest("k") is None
-    guard.record("k", AppliedRequest(T0, "job-9"))
-    assert guard.newest("k") == AppliedRequest(T0, "job-9")
+    token, _ = guard.enter("k")
+    assert token is not None
+    guard.leave("k", token, AppliedRequest(T0, "job-9"))
+    server.delete("cards:customer-lock:k")
+    _, newest = guard.enter("k")
+    assert newest == AppliedRequest(T0, "job-9")
     assert server.ttl("cards:customer-newest:k") == 3600 + 3600
 
 
@@ -128,12 +132,12 @@ def test_busy_customer_sends_the_job_back_without_an_attempt() -> None:
     gateway = ScriptedGateway([])
     runner = guarded(gateway, server)
     assert runner.guard is not None
-    holder = runner.guard.lock(customer_key("cus_A1", None))
+    holder, _ = runner.guard.enter(customer_key("cus_A1", None))
     assert holder is not None
     outcome = runner.run(job(T0 - 1, "j1"), "j1", first_delivery=True)
     assert outcome == RetryLater(1, "customer_busy")
     assert gateway.writes == []
-    runner.guard.unlock(customer_key("cus_A1", None), holder)
+    runner.guard.leave(customer_key("cus_A1", None), holder)
     assert isinstance(runner.run(job(T0 - 1, "j1"), "j1"), dict)
 
 
@@ -142,7 +146,7 @@ def test_lock_is_released_after_a_failed_attempt() -> None:
     runner = guarded(ScriptedGateway([StripeServerError("500")]), server)
     assert isinstance(runner.run(job(T0 - 1, "j1"), "j1", first_delivery=True), RetryLater)
     assert runner.guard is not None
-    assert runner.guard.lock(customer_key("cus_A1", None)) is not None
+    assert runner.guard.enter(customer_key("cus_A1", None))[0] is not None
 
 
 def test_stale_request_is_refused() -> None:
@@ -158,6 +162,7 @@ def test_unstamped_job_counts_as_requested_when_run() -> None:
     raw = validate_job({"userId": "cus_A1", "default_source": "card_B2"})
     assert isinstance(runner.run(raw, "raw-1", first_delivery=True), dict)
     assert runner.guard is not None
-    assert runner.guard.newest(customer_key("cus_A1", None)) == AppliedRequest(T0, "raw-1")
+    assert runner.guard.enter(customer_key("cus_A1", None))[1] == AppliedRequest(T0, "raw-1")
+    server.delete("cards:customer-lock:" + customer_key("cus_A1", None))
     older = runner.run(job(T0 - 1, "j2"), "j2", first_delivery=True)
     assert isinstance(older, dict) and older["message"] == "superseded by a newer request"

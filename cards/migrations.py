@@ -1,0 +1,198 @@
+"""A migration's progress, kept in Redis so that a killed producer can resume.
+
+A migration (``cards migrate FILE``) may run for hours; the producer may be
+killed at any moment. What it has finished must survive it, in little memory
+however long the file is:
+
+``cards:migration:<id>`` (hash)
+    The file (absolute path, format, SHA-256 of its content), the report's
+    path, the counts (``rows``, ``valid``, ``invalid``, ``done``, ``failed``),
+    ``sent_through`` (the highest line ever sent: a line above it was never
+    sent, so it needs no look-up before it is sent), and times.
+``cards:migration:<id>:lines`` (bitmap)
+    One bit per line of the file, set once the line is finished (done, failed
+    or invalid) and its report row written: 125 KB for a million lines.
+
+A line is finished at most once: the bit and its count change together in one
+Lua script, so a line marked twice (a resumed producer, a replayed result) is
+counted once. Both keys expire ``RECORD_TTL_SECONDS`` after the last change.
+
+Parameters:
+    RECORD_TTL_SECONDS: how long a migration's record outlives its last change.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any, Final, cast
+
+import redis
+
+__all__ = ["RECORD_TTL_SECONDS", "LineOutcome", "MigrationRecord", "MigrationStore"]
+
+RECORD_TTL_SECONDS: Final = 30 * 24 * 3600
+KEY_PREFIX: Final = "cards:migration:"
+
+
+class LineOutcome(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    INVALID = "invalid"
+
+
+# KEYS: hash, bitmap. ARGV: ttl, now, then (line, outcome) pairs. Returns newly finished.
+_FINISH: Final = """
+local fresh = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('SETBIT', KEYS[2], ARGV[i], 1) == 0 then
+    redis.call('HINCRBY', KEYS[1], ARGV[i + 1], 1)
+    fresh = fresh + 1
+  end
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return fresh
+"""
+
+# KEYS: hash. ARGV: line, now. Raises sent_through to line, never lowers it.
+_SENT_THROUGH: Final = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'sent_through') or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('HSET', KEYS[1], 'sent_through', ARGV[1], 'updated_at', ARGV[2])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    """A migration's file, report and counts, as the store has them."""
+
+    id: str
+    file: str
+    format: str
+    sha256: str
+    report: str
+    rows: int = 0
+    valid: int = 0
+    invalid: int = 0
+    done: int = 0
+    failed: int = 0
+    sent_through: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    completed_at: float = 0.0
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed + self.invalid
+
+    @property
+    def complete(self) -> bool:
+        return self.completed_at > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        view = {f.name: getattr(self, f.name) for f in fields(self)}
+        view["finished"] = self.finished
+        view["remaining"] = max(self.rows - self.finished, 0)
+        return view
+
+    @classmethod
+    def from_hash(cls, migration_id: str, raw: Mapping[bytes, bytes]) -> MigrationRecord:
+        text = {k.decode(): v.decode() for k, v in raw.items()}
+        numbers: dict[str, Any] = {}
+        for spec in fields(cls):
+            if spec.name in text and spec.type in ("int", "float"):
+                numbers[spec.name] = (
+                    int(text[spec.name]) if spec.type == "int" else float(text[spec.name])
+                )
+        return cls(
+            id=migration_id,
+            file=text.get("file", ""),
+            format=text.get("format", ""),
+            sha256=text.get("sha256", ""),
+            report=text.get("report", ""),
+            **numbers,
+        )
+
+
+class MigrationStore:
+    """Migration records in Redis (see the module docstring for the keys)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._finish = client.register_script(_FINISH)
+        self._sent_through = client.register_script(_SENT_THROUGH)
+
+    @staticmethod
+    def _keys(migration_id: str) -> tuple[str, str]:
+        return f"{KEY_PREFIX}{migration_id}", f"{KEY_PREFIX}{migration_id}:lines"
+
+    def get(self, migration_id: str) -> MigrationRecord | None:
+        raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys(migration_id)[0]))
+        return MigrationRecord.from_hash(migration_id, raw) if raw else None
+
+    def begin(
+        self,
+        migration_id: str,
+        *,
+        file: str,
+        file_format: str,
+        sha256: str,
+        report: str,
+        rows: int,
+        valid: int,
+    ) -> MigrationRecord:
+        """Create the record, or refresh a resumed one's file facts; counts are kept."""
+        record_key, lines_key = self._keys(migration_id)
+        now = time.time()
+        pipe = self._redis.pipeline()
+        pipe.hsetnx(record_key, "created_at", now)
+        pipe.hset(
+            record_key,
+            mapping={
+                "file": file,
+                "format": file_format,
+                "sha256": sha256,
+                "report": report,
+                "rows": rows,
+                "valid": valid,
+                "updated_at": now,
+                "completed_at": 0,
+            },
+        )
+        pipe.expire(record_key, RECORD_TTL_SECONDS)
+        pipe.expire(lines_key, RECORD_TTL_SECONDS)
+        pipe.execute()
+        record = self.get(migration_id)
+        assert record is not None
+        return record
+
+    def finished_lines(self, migration_id: str, lines: Sequence[int]) -> list[bool]:
+        """Whether each line is finished, in one round trip."""
+        if not lines:
+            return []
+        lines_key = self._keys(migration_id)[1]
+        pipe = self._redis.pipeline(transaction=False)
+        for line in lines:
+            pipe.getbit(lines_key, line)
+        return [bool(bit) for bit in pipe.execute()]
+
+    def mark_sent_through(self, migration_id: str, line: int) -> None:
+        self._sent_through(keys=[self._keys(migration_id)[0]], args=[line, time.time()])
+
+    def finish(self, migration_id: str, outcomes: Iterable[tuple[int, LineOutcome]]) -> int:
+        """Mark lines finished and count each once; how many were not finished before."""
+        args: list[Any] = [RECORD_TTL_SECONDS, time.time()]
+        for line, outcome in outcomes:
+            args.extend((line, str(outcome)))
+        if len(args) == 2:
+            return 0
+        return int(self._finish(keys=list(self._keys(migration_id)), args=args))
+
+    def complete(self, migration_id: str) -> None:
+        self._redis.hset(self._keys(migration_id)[0], "completed_at", time.time())

@@ -1,0 +1,195 @@
+"""What ``cards migrate`` does with its arguments: migrate a file, resume, or show status.
+
+The CLI module only declares the command's options; this one checks the file
+and the migration's identity, runs the scan and the send
+(:mod:`producers.migration`), and prints. Errors about the input raise
+:class:`MigrationInputError` (exit code 2); Redis errors propagate to the
+CLI's usual handling (exit code 4).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Final
+
+import typer
+
+from cards.jobs import CHECK_TASK_NAME, MAX_JOB_ID_LENGTH, TASK_NAME, check_job_id
+from cards.migrations import MigrationRecord
+from cards.settings import get_settings
+from producers.jobs import check_connections
+from producers.migration import (
+    DEFAULT_WINDOW,
+    Migration,
+    default_migration_id,
+    default_report_path,
+    migration_store,
+    scan,
+)
+from producers.progress import BarProgress, LogProgress, MigrationProgress
+from producers.rows import FileFormat, Row, UnreadableFile, format_for
+
+__all__ = ["MigrationInputError", "migration_command"]
+
+#: A migration id leaves room in a job id (at most 128) for ``:<line>``.
+MAX_MIGRATION_ID_LENGTH: Final = MAX_JOB_ID_LENGTH - 12
+#: A dry run's id: the migration's, plus this.
+DRY_RUN_SUFFIX: Final = ".dry"
+EXIT_OK: Final = 0
+EXIT_ROWS_FAILED: Final = 1
+
+
+class MigrationInputError(ValueError):
+    """The file, the format or the migration id cannot be used."""
+
+
+def _print_invalid(row: Row) -> None:
+    typer.echo(f"line {row.line}: {row.problem}", err=True)
+
+
+def _summary(record: MigrationRecord) -> str:
+    return (
+        f"migration {record.id}: {record.rows} rows, {record.done} done, "
+        f"{record.failed} failed, {record.invalid} invalid"
+    )
+
+
+def _check_id(migration_id: str) -> str:
+    try:
+        check_job_id(migration_id, "--id")
+    except ValueError as exc:
+        raise MigrationInputError(str(exc)) from None
+    if len(migration_id) > MAX_MIGRATION_ID_LENGTH:
+        raise MigrationInputError(f"--id must be at most {MAX_MIGRATION_ID_LENGTH} characters")
+    return migration_id
+
+
+def _existing(migration_id: str) -> MigrationRecord:
+    check_connections()
+    record = migration_store().get(_check_id(migration_id))
+    if record is None:
+        raise MigrationInputError(f"no migration {migration_id} (never started, or expired)")
+    return record
+
+
+def _migrate(
+    path: Path,
+    file_format: FileFormat | None,
+    *,
+    window: int,
+    migration_id: str | None,
+    report: Path | None,
+    validate_only: bool,
+    quiet: bool,
+    dry_run: bool = False,
+    expected_sha256: str | None = None,
+) -> int:
+    if not path.is_file():
+        raise MigrationInputError(f"{path} is not a readable file")
+    try:
+        chosen = format_for(path, file_format)
+        scanned = scan(path, chosen, _print_invalid)
+    except (UnreadableFile, OSError) as exc:
+        raise MigrationInputError(str(exc)) from None
+    if validate_only:
+        typer.echo(f"{scanned.rows} rows: {scanned.valid} valid, {scanned.invalid} invalid")
+        return EXIT_ROWS_FAILED if scanned.invalid else EXIT_OK
+    if expected_sha256 is not None and scanned.sha256 != expected_sha256:
+        raise MigrationInputError(f"{path} has changed since the migration started")
+    chosen_id = _check_id(migration_id or default_migration_id(scanned.sha256))
+    if dry_run:
+        # Its own record, job ids and report: a dry run finishes no line of the migration.
+        chosen_id = _check_id(chosen_id + DRY_RUN_SUFFIX)
+    check_connections()
+    store = migration_store()
+    existing = store.get(chosen_id)
+    if existing is not None and existing.sha256 != scanned.sha256:
+        raise MigrationInputError(
+            f"migration {chosen_id} was started from a different file; use another --id"
+        )
+    report_path = report or (
+        Path(existing.report) if existing else default_report_path(path, dry_run=dry_run)
+    )
+    try:
+        with report_path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise MigrationInputError(
+            f"cannot write the report {report_path}: {exc.strerror}"
+        ) from None
+    record = store.begin(
+        chosen_id,
+        file=str(path),
+        file_format=chosen.value,
+        sha256=scanned.sha256,
+        report=str(report_path.resolve()),
+        rows=scanned.rows,
+        valid=scanned.valid,
+    )
+    resumed = "resuming" if existing else "starting"
+    typer.echo(
+        f"migration {chosen_id}: {resumed}, {scanned.rows} rows ({scanned.invalid} invalid), "
+        f"{record.finished} already finished, queue {get_settings().bulk_queue}",
+    )
+    view: type[BarProgress] | type[LogProgress] = LogProgress if quiet else BarProgress
+    progress: MigrationProgress = view(chosen_id, scanned.rows, record.finished)
+    with progress:
+        final = Migration(
+            record,
+            path,
+            chosen,
+            window=window,
+            progress=progress,
+            store=store,
+            task_name=CHECK_TASK_NAME if dry_run else TASK_NAME,
+        ).run(fresh=existing is None)
+    typer.echo(("dry run, nothing written: " if dry_run else "") + _summary(final))
+    typer.echo(f"report: {final.report}")
+    return EXIT_ROWS_FAILED if final.failed or final.invalid else EXIT_OK
+
+
+def migration_command(
+    target: list[str],
+    *,
+    file_format: FileFormat | None = None,
+    window: int = DEFAULT_WINDOW,
+    migration_id: str | None = None,
+    report: Path | None = None,
+    validate_only: bool = False,
+    quiet: bool = False,
+    dry_run: bool = False,
+) -> int:
+    """Run ``cards migrate`` with these arguments; the exit code."""
+    match target:
+        case ["status", wanted]:
+            record = _existing(wanted)
+            typer.echo(json.dumps(record.as_dict(), indent=2))
+            return EXIT_OK
+        case ["resume", wanted]:
+            record = _existing(wanted)
+            dry = record.id.endswith(DRY_RUN_SUFFIX)
+            return _migrate(
+                Path(record.file),
+                FileFormat(record.format),
+                window=window,
+                migration_id=record.id.removesuffix(DRY_RUN_SUFFIX) if dry else record.id,
+                report=Path(record.report),
+                validate_only=False,
+                quiet=quiet,
+                dry_run=dry,
+                expected_sha256=record.sha256,
+            )
+        case [file]:
+            return _migrate(
+                Path(file).resolve(),
+                file_format,
+                window=window,
+                migration_id=migration_id,
+                report=report,
+                validate_only=validate_only,
+                quiet=quiet,
+                dry_run=dry_run,
+            )
+        case _:
+            raise MigrationInputError("expected FILE, `status ID` or `resume ID`")

@@ -1,0 +1,128 @@
+"""How a migration shows its progress: a live bar for a person, log lines for a log.
+
+The migration only calls :meth:`MigrationProgress.update` with its counts; it
+does not know which view it has. The bar (rich) shows done, failed, rate and
+ETA on stderr; ``--quiet`` prints one line every ``LOG_EVERY_SECONDS`` instead.
+
+Parameters:
+    LOG_EVERY_SECONDS: how often the quiet view prints a line.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Final, Protocol
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+__all__ = ["BarProgress", "LogProgress", "MigrationProgress"]
+
+LOG_EVERY_SECONDS: Final = 5.0
+
+
+class MigrationProgress(Protocol):
+    def __enter__(self) -> MigrationProgress: ...
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def update(self, finished: int, failed: int) -> None:
+        """``finished`` rows of the total (done, failed or invalid), ``failed`` of them not done."""
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- rows/s" if speed is None else f"{speed:,.0f} rows/s")
+
+
+class BarProgress:
+    """A live bar on stderr: finished/total, failed, rows per second and ETA."""
+
+    def __init__(self, migration_id: str, total: int, already: int) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("failed {task.fields[failed]}"),
+            _RateColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._task = self._progress.add_task(migration_id, total=total, failed=0)
+        self._already = already
+
+    def __enter__(self) -> BarProgress:
+        self._progress.start()
+        # Rows a killed run finished count as done, but not towards the rate.
+        self._progress.update(self._task, completed=self._already)
+        self._progress.reset(self._task, completed=self._already)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def update(self, finished: int, failed: int) -> None:
+        self._progress.update(self._task, completed=finished, failed=failed)
+
+
+class LogProgress:
+    """One line on stderr every few seconds, and one at the end."""
+
+    def __init__(self, migration_id: str, total: int, already: int) -> None:
+        self._id = migration_id
+        self._total = total
+        self._already = already
+        self._started = time.monotonic()
+        self._last_log = self._started
+        self._finished = already
+        self._failed = 0
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._log()
+
+    def update(self, finished: int, failed: int) -> None:
+        self._finished, self._failed = finished, failed
+        if time.monotonic() - self._last_log >= LOG_EVERY_SECONDS:
+            self._log()
+
+    def _log(self) -> None:
+        self._last_log = time.monotonic()
+        elapsed = max(self._last_log - self._started, 1e-9)
+        rate = (self._finished - self._already) / elapsed
+        typer.echo(
+            f"migration {self._id}: {self._finished}/{self._total} finished, "
+            f"{self._failed} failed, {rate:.0f} rows/s",
+            err=True,
+        )
