@@ -19,6 +19,7 @@ import kombu.exceptions
 import pydantic
 import redis
 import typer
+from celery.exceptions import BackendError
 from kombu.utils.url import maybe_sanitize_url
 
 from cards.envelope import Envelope
@@ -77,7 +78,13 @@ def _guarded(action: Callable[[], T], *, connects: bool = True) -> T:
         _fail(str(exc), EXIT_BAD_INPUT)
     except ResultNotReady as exc:
         _fail(str(exc), EXIT_NOT_READY)
-    except (Unreachable, kombu.exceptions.OperationalError, redis.RedisError, OSError) as exc:
+    except (
+        Unreachable,
+        kombu.exceptions.OperationalError,
+        redis.RedisError,
+        OSError,
+        BackendError,
+    ) as exc:
         where = maybe_sanitize_url(get_settings().celery_broker_url)
         _fail(f"cannot reach the broker or result backend at {where} ({exc})", EXIT_UNREACHABLE)
 

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Final
 import kombu.exceptions
 import redis
 from celery import Celery, states
+from celery.exceptions import BackendError
 from celery.result import AsyncResult
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -97,7 +98,15 @@ PARAMETER_RULES: Final[Mapping[str, str]] = {
     "wait": "wait must be a finite number of seconds, at least 0",
 }
 
-_BROKER_ERRORS = (kombu.exceptions.OperationalError, redis.RedisError, OSError, Unreachable)
+# BackendError: with result_backend_always_retry, Celery wraps a result store
+# that stays unreachable after its retries in BackendGetMetaError/BackendStoreError.
+_BROKER_ERRORS = (
+    kombu.exceptions.OperationalError,
+    redis.RedisError,
+    OSError,
+    Unreachable,
+    BackendError,
+)
 
 
 class GatewayConfigError(ValueError):
@@ -433,6 +442,9 @@ def create_app(settings: Settings, celery_app: Celery | None = None) -> FastAPI:
         **(celery.conf.result_backend_transport_options or {}),
         "retry_policy": BACKEND_RETRY_POLICY,
     }
+    # Workers retry storing results through a Redis restart; a request a person
+    # waits on answers 503 at once instead.
+    celery.conf.result_backend_always_retry = False
     jobs = _Jobs(celery, settings.gateway_max_wait_seconds)
     limit = settings.gateway_max_body_bytes
 
