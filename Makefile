@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run test unit integration chaos lint typecheck format bench clean
+.PHONY: venv run test unit integration chaos lint typecheck format bench bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ lint: venv
 	$(BIN)/ruff format --check $(SRC)
 
 typecheck: venv
-	$(BIN)/mypy cards worker producers stripe_emulator harness celeryconfig.py
+	$(BIN)/mypy cards worker producers stripe_emulator harness bench celeryconfig.py
 
 format: venv
 	$(BIN)/ruff format $(SRC)
@@ -48,6 +48,22 @@ format: venv
 ## bench: end-to-end throughput, ours against a plain Celery task (see BENCHMARKS.md).
 bench: venv
 	$(BIN)/python -m bench.e2e
+
+## bench-p1 … bench-p5: the migration benchmarks of BENCHMARKS.md, each at full size.
+bench-p1: venv
+	$(BIN)/python -m bench.p1
+
+bench-p2: venv
+	$(BIN)/python -m bench.p2
+
+bench-p3: venv
+	$(BIN)/python -m bench.p3_budget
+
+bench-p4: venv
+	$(BIN)/python -m bench.p4_live_latency
+
+bench-p5: venv
+	$(BIN)/python -m bench.p5_file
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

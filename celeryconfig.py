@@ -13,15 +13,28 @@ relies on and are not meant to be changed:
 - one ``visibility_timeout`` for broker and result backend, well above every
   retry countdown (enforced by the settings model).
 - task events and sent events: Flower shows queued, running and finished jobs.
+- ``broker_transport``: kombu's Redis transport with two delivery bugs fixed
+  (:mod:`cards.transport`): a worker no longer exits when Redis restarts, and
+  a message is never lost between its pop and its ``unacked`` record.
 """
 
 from __future__ import annotations
+
+import ssl
+from urllib.parse import urlsplit
 
 from cards.settings import get_settings
 
 _settings = get_settings()
 
 broker_url = _settings.celery_broker_url
+# Our transport for redis:// and rediss:// URLs (an explicit transport wins over
+# the URL's scheme). See cards/transport.py for what it fixes and why.
+broker_transport = "cards.transport:Transport"
+if urlsplit(broker_url).scheme == "rediss" and "ssl_cert_reqs" not in urlsplit(broker_url).query:
+    # kombu gives a bare rediss:// URL this default only when it picks the
+    # transport from the scheme itself; keep its behaviour with ours.
+    broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_NONE}
 result_backend = _settings.result_backend_url
 broker_connection_retry_on_startup = True
 broker_transport_options = {

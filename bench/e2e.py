@@ -31,31 +31,13 @@ from typing import Any
 from celery import Celery
 from celery.result import AsyncResult
 
+from bench.migrations import cpu_seconds
 from harness.processes import CeleryWorker, client_app, run_redis, start_worker
 from producers import enqueue_set_default_card
 from stripe_emulator.process import run_emulator
 
 API_KEY = "sk_test_bench_0123456789"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RESULT_TIMEOUT_SECONDS = 600
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its direct children (the prefork pool)."""
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    total = 0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
 
 
 @dataclass
@@ -81,7 +63,9 @@ def measure(
     ids = [send(customer, run_index) for customer in customers]
     ok = 0
     for job_id in ids:
-        value = AsyncResult(job_id, app=app).get(timeout=RESULT_TIMEOUT_SECONDS, propagate=False)
+        value: Any = AsyncResult(job_id, app=app).get(
+            timeout=RESULT_TIMEOUT_SECONDS, propagate=False
+        )
         ok += bool(isinstance(value, dict) and value.get("status") is True)
     seconds = time.monotonic() - started
     cpu = cpu_seconds(worker.process.pid) - cpu_before

@@ -36,9 +36,11 @@ __all__ = [
     "InvalidJob",
     "SetDefaultCardJob",
     "TargetField",
+    "accepts_quickly",
     "check_job_id",
     "check_stripe_id",
     "invalid_job_from",
+    "quick_pattern",
     "validate_job",
 ]
 
@@ -219,3 +221,53 @@ def invalid_job_from(exc: ValidationError, model: type[BaseModel]) -> InvalidJob
     errors = exc.errors(include_input=False, include_url=False)
     described = [_describe(e, model.model_fields) for e in errors]
     return InvalidJob([m for _, m in described], [f for f, _ in described])
+
+
+# --- the quick check: validate_job's "yes" for plain rows, without building a model ----------
+#
+# A migration scan validates up to millions of rows and needs only the decision; building a
+# pydantic model costs about ten times a regular-expression match. These patterns accept
+# exactly what the validators above accept for plain ``str`` values: the body rules of
+# check_stripe_id and check_job_id, with their length caps folded into the repetition
+# counts. Anything else (other fields, other types, any rejection) goes to validate_job,
+# which alone writes problem messages, so a "no" here is "ask validate_job", never a verdict.
+# tests/unit/test_rows_speed_path.py proves the equivalence with generated values.
+
+
+def _stripe_id_pattern(prefixes: tuple[str, ...]) -> re.Pattern[str]:
+    bodies = (
+        f"{re.escape(prefix)}[A-Za-z0-9]{{1,{MAX_STRIPE_ID_LENGTH - len(prefix)}}}"
+        for prefix in prefixes
+    )
+    return re.compile("|".join(bodies))
+
+
+_QUICK_PATTERNS: Final[dict[str, re.Pattern[str]]] = {
+    "userId": _stripe_id_pattern(("cus_",)),
+    "default_source": _stripe_id_pattern(SOURCE_PREFIXES),
+    "stripe_account": _stripe_id_pattern(("acct_",)),
+    "job_id": re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{MAX_JOB_ID_LENGTH - 1}}}"),
+}
+
+
+def quick_pattern(field: str) -> re.Pattern[str] | None:
+    """The pattern (use ``fullmatch``) that a plain string value of ``field`` passes
+    :func:`validate_job` with, or None for a field the quick check does not decide."""
+    return _QUICK_PATTERNS.get(field)
+
+
+def accepts_quickly(fields: object) -> bool:
+    """True only if :func:`validate_job` accepts ``fields``; False means "ask it".
+
+    Decides a dict of plain strings over ``userId``, ``default_source``, ``job_id``
+    and ``stripe_account`` exactly as :func:`validate_job` does; any other field or
+    value type is left to it (False).
+    """
+    if type(fields) is not dict or "userId" not in fields or "default_source" not in fields:
+        return False
+    for name, value in fields.items():
+        pattern = _QUICK_PATTERNS.get(name)
+        # type() is: a str subclass may behave differently; validate_job decides it.
+        if pattern is None or type(value) is not str or pattern.fullmatch(value) is None:
+            return False
+    return True

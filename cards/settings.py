@@ -111,6 +111,19 @@ class Settings(BaseSettings):
         description="Queue that `cards migrate` sends its jobs to, read by dedicated bulk "
         "workers so that a migration never takes a live worker's slot.",
     )
+    bulk_batch_rows: int = Field(
+        default=50,
+        ge=1,
+        le=500,
+        description="Rows per message that `cards migrate` sends (1 sends one job per row).",
+    )
+    bulk_threads: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Rows of one bulk batch a worker process runs at once (threads); with the "
+        "Stripe latency, this and the pool size bound a bulk worker's rate.",
+    )
     callback_secrets: SecretStr | None = Field(
         default=None,
         description="Standard Webhooks secrets (whsec_…) that sign callbacks, comma-separated; "
@@ -182,7 +195,11 @@ class Settings(BaseSettings):
         "queue@acct_…=rate, comma-separated; a queue not listed is not limited.",
     )
     rate_limit_burst_seconds: float = Field(
-        default=0.2, gt=0, le=10, description="The shared bucket holds this many seconds of calls."
+        default=0.2,
+        gt=0,
+        le=1,
+        description="The shared bucket holds this many seconds of calls; at most 1 s, because "
+        "Stripe's own bucket holds about a second: a bigger burst at the full rate earns 429s.",
     )
     rate_limit_max_wait_seconds: float = Field(
         default=1.0,

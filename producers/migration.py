@@ -6,8 +6,10 @@ A migration reads its file twice, streaming, so memory stays flat:
    SHA-256 is computed on the way. Invalid rows are reported with their line
    numbers; ``--validate-only`` stops here.
 2. **Send**: valid rows become ``cards.set_default_card`` jobs on the bulk
-   queue (``CARDS_BULK_QUEUE``), never the live one, with at most ``window``
-   jobs in flight: when the window is full the producer waits for results
+   queue (``CARDS_BULK_QUEUE``), never the live one, sent
+   ``CARDS_BULK_BATCH_ROWS`` to a message as one ``cards.set_default_cards``
+   batch (:mod:`cards.batches`; each row keeps its own job id and result),
+   with at most ``window`` jobs in flight: when the window is full the producer waits for results
    before it sends more, so Redis never holds more than ``window`` of this
    migration's jobs (plus, after a resume, the unfinished ones a killed run
    had sent). Each finished row gets its report line, then is marked finished
@@ -27,7 +29,9 @@ record's ``sent_through`` that is not finished may have been sent, so its
 result is looked up first and the job is sent again only if there is none.
 
 **Results** are read from the result backend by key (one ``MGET`` for the
-window), not through ``AsyncResult.get``. Jobs are sent through an app whose
+window), not through ``AsyncResult.get``, and deleted once the row's report
+line and finished bit are written: Redis then holds the results of at most
+the window's rows, not a day of them (about 3 KB a row). Jobs are sent through an app whose
 result backend is disabled (the workers still store every result): with a
 Redis backend, ``send_task`` subscribes to each task's pub/sub channel, and
 redis-py's PubSub keeps every channel name it was asked to (un)subscribe.
@@ -48,6 +52,7 @@ import csv
 import hashlib
 import io
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -59,6 +64,7 @@ from typing import IO, Any, Final, TextIO
 
 from celery import Celery, states
 
+from cards.batches import BATCH_TASK_NAME
 from cards.jobs import TASK_NAME
 from cards.messaging import celery_app
 from cards.migrations import LineOutcome, MigrationRecord, MigrationStore
@@ -66,7 +72,7 @@ from cards.redaction import event_reprs
 from cards.settings import get_settings
 from producers.jobs import producer_app
 from producers.progress import MigrationProgress
-from producers.rows import FileFormat, Row, UnreadableFile, read_rows
+from producers.rows import FileFormat, Row, UnreadableFile, check_rows, read_rows
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -210,11 +216,15 @@ def _text(binary: IO[bytes]) -> TextIO:
     return io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
 
 
+def _not_utf8(path: Path) -> UnreadableFile:
+    return UnreadableFile(f"{path.name} is not UTF-8 text")
+
+
 def _rows(path: Path, file_format: FileFormat, stream: TextIO) -> Iterator[Row]:
     try:
         yield from read_rows(stream, file_format)
     except UnicodeDecodeError:
-        raise UnreadableFile(f"{path.name} is not UTF-8 text") from None
+        raise _not_utf8(path) from None
 
 
 class OwnJobIds:
@@ -249,25 +259,24 @@ def scan(
 ) -> ScanResult:
     """Validate every row and hash the file, in one streaming pass.
 
+    Rows are decided by :func:`producers.rows.check_rows`: the same decisions and
+    problems as :func:`producers.rows.read_rows`, without building a job for each
+    valid row (the scan only counts them).
+
     :class:`UnreadableFile` if two rows carry the same ``job_id``: they would
     share one idempotency key and one result, so neither row could be
     reported truthfully.
     """
-    rows = valid = 0
     own_ids = OwnJobIds()
     with path.open("rb") as raw:
         hashing = _HashingReader(raw)
         stream = _text(io.BufferedReader(hashing, READ_BLOCK))
-        for row in _rows(path, file_format, stream):
-            rows += 1
-            if row.job is not None:
-                valid += 1
-                if row.job.job_id is not None:
-                    own_ids.add(row.job.job_id, row.line)
-            elif on_invalid is not None:
-                on_invalid(row)
+        try:
+            tally = check_rows(stream, file_format, on_invalid=on_invalid, on_job_id=own_ids.add)
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
         hashing.digest.update(raw.read())  # anything a reader left unread (none, normally)
-    return ScanResult(rows, valid, rows - valid, hashing.digest.hexdigest())
+    return ScanResult(tally.rows, tally.valid, tally.rows - tally.valid, hashing.digest.hexdigest())
 
 
 # --- the edges: Redis and the broker ---------------------------------------------------------
@@ -300,9 +309,13 @@ class Migration:
         progress: MigrationProgress | None = None,
         store: MigrationStore | None = None,
         task_name: str = TASK_NAME,
+        batch_rows: int | None = None,
     ) -> None:
         self.record = record
         self._task_name = task_name
+        # Only writes have a batch task; a dry run's checks go one per message.
+        rows_per_message = batch_rows or get_settings().bulk_batch_rows
+        self._batch_rows = min(rows_per_message, window) if task_name == TASK_NAME else 1
         self._path = path
         self._format = file_format
         self._window = InFlight(window)
@@ -319,6 +332,7 @@ class Migration:
         self._poll = POLL_MIN_SECONDS
         self._report: Any = None
         self._keys: dict[str, bytes] = {}  # result-backend keys of the jobs in flight
+        self._answered_keys: list[bytes] = []  # result keys of the rows finished, not committed
 
     # The report: one line per finished row, flushed before the row is marked finished,
     # so a killed producer can only repeat a report line, never lose one.
@@ -337,6 +351,8 @@ class Migration:
         user_id, default_source, job_id = fields
         self._writer.writerow((line, user_id, default_source, job_id, outcome, message, kind))
         self._finished.append((line, outcome))
+        if job_id:
+            self._answered_keys.append(self._key(job_id))
         self._counts["finished"] += 1
         if outcome is not LineOutcome.DONE:
             self._counts["failed"] += 1
@@ -347,6 +363,11 @@ class Migration:
         self._report.flush()
         self._store.finish(self.record.id, self._finished)
         self._finished = []
+        if self._answered_keys:
+            # The report and the finished bit now hold each row's outcome; its result
+            # would only hold Redis memory (kilobytes a row, a customer each) for a day.
+            self._backend.client.delete(*self._answered_keys)
+            self._answered_keys = []
         if self._progress is not None:
             self._progress.update(self._counts["finished"], self._counts["failed"])
 
@@ -385,22 +406,29 @@ class Migration:
             time.sleep(self._poll)
             self._poll = min(self._poll * 2, POLL_MAX_SECONDS)
 
-    def _send(self, job_id: str, row: Row) -> None:
-        assert row.job is not None
-        while self._window.full:
+    def _send(self, batch: list[tuple[str, Row]]) -> None:
+        """Send rows as one message: a bulk batch, or a single job when batches are off."""
+        while self._window.capacity - len(self._window) < len(batch):
             self._collect(wait=True)
-        job = row.job.model_copy(
-            update={"job_id": job_id, "requested_at": requested_at(self.record, row.line)}
-        )
+        jobs = []
+        for job_id, row in batch:
+            assert row.job is not None
+            job = row.job.model_copy(
+                update={"job_id": job_id, "requested_at": requested_at(self.record, row.line)}
+            )
+            jobs.append(job.to_task_kwargs())
+        kwargs: dict[str, Any]
+        if self._batch_rows == 1:
+            (job_id, _), kwargs, name = batch[0], jobs[0], self._task_name
+        else:
+            job_id, kwargs, name = str(uuid.uuid4()), {"jobs": jobs}, BATCH_TASK_NAME
         self._sender.send_task(
-            self._task_name,
-            kwargs=job.to_task_kwargs(),
-            task_id=job_id,
-            queue=self._queue,
-            **event_reprs(job_id),
+            name, kwargs=kwargs, task_id=job_id, queue=self._queue, **event_reprs(job_id)
         )
-        self._window.add(job_id, Sent(row.line, row.job.userId, row.job.default_source))
-        self._keys[job_id] = self._backend.get_key_for_task(job_id)
+        for job_id, row in batch:
+            assert row.job is not None
+            self._window.add(job_id, Sent(row.line, row.job.userId, row.job.default_source))
+            self._keys[job_id] = self._backend.get_key_for_task(job_id)
 
     def _chunk(self, chunk: list[Row]) -> None:
         finished = self._store.finished_lines(self.record.id, [row.line for row in chunk])
@@ -425,12 +453,18 @@ class Migration:
         known = {i: result for i, result in zip(maybe_sent, earlier, strict=True) if result}
         # Recorded before sending: a line above sent_through was never sent.
         self._store.mark_sent_through(self.record.id, sendable[-1].line)
+        batch: list[tuple[str, Row]] = []
         for i, (row, job_id) in enumerate(zip(sendable, job_ids, strict=True)):
             assert row.job is not None
             if i in known:
                 self._finish(row.line, (row.job.userId, row.job.default_source, job_id), *known[i])
-            else:
-                self._send(job_id, row)
+                continue
+            batch.append((job_id, row))
+            if len(batch) == self._batch_rows:
+                self._send(batch)
+                batch = []
+        if batch:
+            self._send(batch)
         self._commit()
         self._collect(wait=False)
 

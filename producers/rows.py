@@ -11,26 +11,41 @@ numbered by its first one. Blank lines are skipped in both formats.
 
 Parsing is pure; validation is :func:`cards.jobs.validate_job`'s, so a row and
 an API call break the same rules with the same messages.
+
+:func:`check_rows` is the scan's path: it only counts, so a row that
+:func:`cards.jobs.accepts_quickly` accepts (a few pattern matches, which say
+yes only where ``validate_job`` does) is counted without building its
+:class:`Row` or its job; every other row goes the :func:`read_rows` way, so
+an invalid row has the same line and the same problem either way. On the
+usual two-column CSV this is several times faster than :func:`read_rows`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
-from cards.jobs import InvalidJob, SetDefaultCardJob, validate_job
+from cards.jobs import (
+    InvalidJob,
+    SetDefaultCardJob,
+    accepts_quickly,
+    quick_pattern,
+    validate_job,
+)
 
 __all__ = [
     "ALLOWED_FIELDS",
     "REQUIRED_FIELDS",
     "FileFormat",
     "Row",
+    "Tally",
     "UnreadableFile",
+    "check_rows",
     "format_for",
     "read_rows",
 ]
@@ -112,7 +127,8 @@ def _row(
         return Row(line, fields, None, str(exc))
 
 
-def _csv_rows(stream: TextIO) -> Iterator[Row]:
+def _csv_header(stream: TextIO) -> tuple[Any, list[str]]:
+    """The CSV reader, past a checked header, and the header's column names."""
     reader = csv.reader(stream, strict=True)
     try:
         header = next(reader)
@@ -134,6 +150,29 @@ def _csv_rows(stream: TextIO) -> Iterator[Row]:
             f"the CSV header names columns a migration does not use: {', '.join(unknown)} "
             f"(allowed: {', '.join(ALLOWED_FIELDS)})"
         )
+    return reader, names
+
+
+def _csv_unreadable(line: int, exc: csv.Error) -> Row:
+    return Row(line, {}, None, f"invalid row: the CSV cannot be read from here ({exc})")
+
+
+def _csv_record(line: int, values: list[str], names: list[str]) -> Row | None:
+    """The row of one CSV record, or None for a blank line (a record with no values)."""
+    if not values:
+        return None
+    if len(values) != len(names):
+        return Row(
+            line,
+            dict(zip(names, values, strict=False)),
+            None,
+            f"invalid row: {len(values)} columns where the header has {len(names)}",
+        )
+    return _row(line, dict(zip(names, values, strict=True)))
+
+
+def _csv_rows(stream: TextIO) -> Iterator[Row]:
+    reader, names = _csv_header(stream)
     consumed = reader.line_num
     while True:
         start = consumed + 1
@@ -143,47 +182,47 @@ def _csv_rows(stream: TextIO) -> Iterator[Row]:
             return
         except csv.Error as exc:
             # A broken quote swallows the rest of the file; nothing after it can be trusted.
-            yield Row(start, {}, None, f"invalid row: the CSV cannot be read from here ({exc})")
+            yield _csv_unreadable(start, exc)
             return
         # A record starts on the line after the previous one ended (a blank line is
         # a record of its own, with no values).
         consumed = reader.line_num
-        if not values:
-            continue
-        line = start
-        if len(values) != len(names):
-            yield Row(
-                line,
-                dict(zip(names, values, strict=False)),
-                None,
-                f"invalid row: {len(values)} columns where the header has {len(names)}",
-            )
-            continue
-        yield _row(line, dict(zip(names, values, strict=True)))
+        row = _csv_record(start, values, names)
+        if row is not None:
+            yield row
+
+
+def _jsonl_record(line: int, text: str) -> Row | None:
+    """The row of one JSONL line, or None for a blank line."""
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Row(line, {}, None, f"invalid row: not JSON ({exc.msg[:MAX_PROBLEM_LENGTH]})")
+    return _jsonl_value(line, value)
+
+
+def _jsonl_value(line: int, value: object) -> Row:
+    if not isinstance(value, dict):
+        return Row(line, {}, None, "invalid row: must be a JSON object")
+    # null means "not given", like an empty CSV column.
+    given = {str(k): v for k, v in value.items() if v is not None}
+    fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in given.items()}
+    not_strings = sorted(
+        k for k, v in given.items() if k in ALLOWED_FIELDS and not isinstance(v, str)
+    )
+    problem = None
+    if not_strings:
+        problem = "; ".join(f"{name} must be a string" for name in not_strings)
+    return _row(line, fields, problem, frozenset(not_strings))
 
 
 def _jsonl_rows(stream: TextIO) -> Iterator[Row]:
     for line, text in enumerate(stream, start=1):
-        if not text.strip():
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield Row(line, {}, None, f"invalid row: not JSON ({exc.msg[:MAX_PROBLEM_LENGTH]})")
-            continue
-        if not isinstance(value, dict):
-            yield Row(line, {}, None, "invalid row: must be a JSON object")
-            continue
-        # null means "not given", like an empty CSV column.
-        given = {str(k): v for k, v in value.items() if v is not None}
-        fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in given.items()}
-        not_strings = sorted(
-            k for k, v in given.items() if k in ALLOWED_FIELDS and not isinstance(v, str)
-        )
-        problem = None
-        if not_strings:
-            problem = "; ".join(f"{name} must be a string" for name in not_strings)
-        yield _row(line, fields, problem, frozenset(not_strings))
+        row = _jsonl_record(line, text)
+        if row is not None:
+            yield row
 
 
 def read_rows(stream: TextIO, file_format: FileFormat) -> Iterator[Row]:
@@ -192,3 +231,121 @@ def read_rows(stream: TextIO, file_format: FileFormat) -> Iterator[Row]:
     if file_format is FileFormat.CSV:
         return _csv_rows(stream)
     return _jsonl_rows(stream)
+
+
+# --- the counting pass -----------------------------------------------------------------------
+
+#: Gets each invalid row, as read_rows gives it.
+OnInvalid = Callable[[Row], None]
+#: Gets each valid row's own job_id, with the row's line.
+OnJobId = Callable[[str, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What a pass over the rows counted."""
+
+    rows: int
+    valid: int
+
+
+def _settle(row: Row, on_invalid: OnInvalid | None, on_job_id: OnJobId | None) -> int:
+    """Hand a fully read row on; 1 if it is valid."""
+    if row.job is None:
+        if on_invalid is not None:
+            on_invalid(row)
+        return 0
+    if row.job.job_id is not None and on_job_id is not None:
+        on_job_id(row.job.job_id, row.line)
+    return 1
+
+
+def _quick_csv(names: list[str]) -> Callable[[list[str]], bool]:
+    """A record check for this header that says yes only where :func:`_csv_record`
+    would give a valid row."""
+    width = len(names)
+    user, source = quick_pattern("userId"), quick_pattern("default_source")
+    if width == len(REQUIRED_FIELDS) and user is not None and source is not None:
+        # The usual file: two matches, no dict. Empty values fail both patterns.
+        user_ok, source_ok = user.fullmatch, source.fullmatch
+        at_user, at_source = names.index("userId"), names.index("default_source")
+        return lambda values: (
+            len(values) == width
+            and user_ok(values[at_user]) is not None
+            and source_ok(values[at_source]) is not None
+        )
+
+    def check(values: list[str]) -> bool:
+        # Empty columns are "not given", as in _row.
+        return len(values) == width and accepts_quickly(
+            {name: value for name, value in zip(names, values, strict=True) if value}
+        )
+
+    return check
+
+
+def _check_csv(stream: TextIO, on_invalid: OnInvalid | None, on_job_id: OnJobId | None) -> Tally:
+    reader, names = _csv_header(stream)
+    quick = _quick_csv(names)
+    at_job_id = names.index("job_id") if "job_id" in names else None
+    rows = valid = 0
+    consumed = reader.line_num
+    try:
+        for values in reader:
+            # Lines as in _csv_rows: a record starts after the previous one ended.
+            line = consumed + 1
+            consumed = reader.line_num
+            if quick(values):
+                rows += 1
+                valid += 1
+                if at_job_id is not None and values[at_job_id] and on_job_id is not None:
+                    on_job_id(values[at_job_id], line)
+                continue
+            row = _csv_record(line, values, names)
+            if row is not None:
+                rows += 1
+                valid += _settle(row, on_invalid, on_job_id)
+    except csv.Error as exc:
+        # As in _csv_rows: the rest of the file cannot be trusted.
+        rows += 1
+        _settle(_csv_unreadable(consumed + 1, exc), on_invalid, on_job_id)
+    return Tally(rows, valid)
+
+
+def _check_jsonl(stream: TextIO, on_invalid: OnInvalid | None, on_job_id: OnJobId | None) -> Tally:
+    rows = valid = 0
+    for line, text in enumerate(stream, start=1):
+        try:
+            value: Any = json.loads(text)
+        except json.JSONDecodeError:
+            value = None  # blank or broken: _jsonl_record says which
+        if accepts_quickly(value):
+            # All strings, so the row's fields are the object itself.
+            rows += 1
+            valid += 1
+            if "job_id" in value and on_job_id is not None:
+                on_job_id(value["job_id"], line)
+            continue
+        row = _jsonl_record(line, text)
+        if row is not None:
+            rows += 1
+            valid += _settle(row, on_invalid, on_job_id)
+    return Tally(rows, valid)
+
+
+def check_rows(
+    stream: TextIO,
+    file_format: FileFormat,
+    *,
+    on_invalid: OnInvalid | None = None,
+    on_job_id: OnJobId | None = None,
+) -> Tally:
+    """Count the stream's rows and valid rows, each decided as :func:`read_rows` decides it.
+
+    ``on_invalid`` gets every invalid row as :func:`read_rows` gives it (same line,
+    same problem), in file order; ``on_job_id`` gets every valid row's own
+    ``job_id`` with its line. :class:`UnreadableFile` as for :func:`read_rows`.
+    """
+    if file_format is FileFormat.CSV:
+        return _check_csv(stream, on_invalid, on_job_id)
+    return _check_jsonl(stream, on_invalid, on_job_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery.app import trace
 
 import worker.metrics  # noqa: F401 - serves /metrics once the worker starts
@@ -14,9 +16,21 @@ __all__ = ["app"]
 # with email, name and phone. Job outcomes are logged by worker.tasks instead.
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
+# Each job logs one line of its own (worker.execution). The SDK's and httpx's
+# per-request INFO lines would double the log and, with a bulk batch's row
+# threads, queue every Stripe call on the log handler's lock.
+for _library in ("stripe", "httpx", "httpcore"):
+    logging.getLogger(_library).setLevel(logging.WARNING)
+
 app = celery_app(
     "cards-worker",
     task_cls="worker.strategy:GuardedTask",
-    include=["worker.tasks", "worker.companion", "worker.callbacks", "worker.checks"],
+    include=[
+        "worker.tasks",
+        "worker.batches",
+        "worker.companion",
+        "worker.callbacks",
+        "worker.checks",
+    ],
 )
 assert_safe_serialization(app.conf)

@@ -25,7 +25,7 @@ from cards.settings import get_settings
 from worker.metrics import JOB_OUTCOMES, JOB_RETRIES
 from worker.runner import RetryLater
 
-__all__ = ["Delivery", "execute"]
+__all__ = ["Delivery", "delivery_of", "execute", "run_job"]
 
 logger = logging.getLogger(__name__)
 outcome_logger = logging.getLogger("cards.outcome")
@@ -33,10 +33,12 @@ outcome_logger = logging.getLogger("cards.outcome")
 
 @dataclass(frozen=True)
 class Delivery:
-    """This delivery of a job: its first (never retried), and the queue it came from."""
+    """This delivery of a job: its first (never retried), the queue it came from, and
+    how many deliveries it has had (1 for the first)."""
 
     first: bool
     queue: str
+    number: int = 1
 
 
 class Job(Protocol):
@@ -56,11 +58,13 @@ def _record_outcome(
     job_id: str,
     customer: str | None,
     answer: Mapping[str, Any],
-    attempts: int,
+    delivery_number: int,
     started: float,
 ) -> None:
     """One JSON log line and one metric per finished job; no personal data, no secret."""
     data = answer["data"] if isinstance(answer["data"], dict) else {}
+    error = data if not answer["status"] else None
+    attempts = int(error["attempts"]) if error and "attempts" in error else delivery_number
     outcome = "ok" if answer["status"] else str(data.get("kind", "failed"))
     JOB_OUTCOMES.labels(task, outcome).inc()
     outcome_logger.info(
@@ -78,10 +82,56 @@ def _record_outcome(
     )
 
 
-def _delivery(task: celery.Task[Any, Any]) -> Delivery:
+def delivery_of(task: celery.Task[Any, Any]) -> Delivery:
     info = task.request.delivery_info or {}
     queue = info.get("routing_key") or get_settings().queue
-    return Delivery(first=not task.request.retries, queue=str(queue))
+    return Delivery(
+        first=not task.request.retries, queue=str(queue), number=task.request.retries + 1
+    )
+
+
+def run_job(
+    task_name: str,
+    job_id: str,
+    fields: object,
+    validate: Callable[[object], JobT],
+    attempt: Callable[[JobT, str, Delivery], ResultT | Envelope | RetryLater],
+    delivery: Delivery,
+    finish: Callable[[JobT, str, ResultT | Envelope], None] | None = None,
+) -> ResultT | Envelope | RetryLater:
+    """Validate one job and make one attempt; a final answer is finished and recorded.
+
+    ``attempt(job, job_id, delivery)`` makes one attempt; ``finish(job,
+    job_id, answer)`` acts on a final answer (never on a retry, never for a
+    job that failed validation, whose fields cannot be trusted). ``job_id``
+    is the message's; a job's own ``job_id`` field wins over it.
+    """
+    started = time.monotonic()
+    customer: str | None = None
+    outcome: ResultT | Envelope | RetryLater
+    try:
+        job = validate(fields)
+    except InvalidJob as exc:
+        outcome = failure(str(exc), ErrorKind.INVALID_JOB, param=exc.fields[0])
+    else:
+        job_id = job.job_id or job_id
+        customer = job.userId
+        try:
+            outcome = attempt(job, job_id, delivery)
+        except Exception:
+            # A bug, not a Stripe answer: report it once instead of retrying blindly.
+            logger.exception("job %s: unexpected error", job_id)
+            outcome = failure(
+                f"internal error in the worker; job {job_id} was not completed",
+                ErrorKind.INTERNAL,
+            )
+        if isinstance(outcome, RetryLater):
+            JOB_RETRIES.labels(task_name, outcome.reason).inc()
+            return outcome
+        if finish is not None:
+            finish(job, job_id, outcome)
+    _record_outcome(task_name, job_id, customer, outcome, delivery.number, started)
+    return outcome
 
 
 def execute(
@@ -92,49 +142,22 @@ def execute(
     attempt: Callable[[JobT, str, Delivery], ResultT | Envelope | RetryLater],
     finish: Callable[[JobT, str, ResultT | Envelope], None] | None = None,
 ) -> ResultT | Envelope:
-    """Run one delivery of a job task.
-
-    ``attempt(job, job_id, delivery)`` makes one attempt; ``finish(job,
-    job_id, answer)`` acts on a final answer (never on a retry, never for a
-    job that failed validation, whose fields cannot be trusted).
-    """
-    started = time.monotonic()
+    """Run one delivery of a job task (see :func:`run_job`); a retry is Celery's."""
     task_name = str(task.name)
     job_id = str(task.request.id)
-    customer: str | None = None
-    answer: ResultT | Envelope
     if args:
-        answer = failure(
+        answer: ResultT | Envelope = failure(
             "invalid job: send the fields as keyword arguments (kwargs), not positional args",
             ErrorKind.INVALID_JOB,
         )
-    else:
-        try:
-            job = validate(fields)
-        except InvalidJob as exc:
-            answer = failure(str(exc), ErrorKind.INVALID_JOB, param=exc.fields[0])
-        else:
-            job_id = job.job_id or job_id
-            customer = job.userId
-            outcome: ResultT | Envelope | RetryLater
-            try:
-                outcome = attempt(job, job_id, _delivery(task))
-            except Exception:
-                # A bug, not a Stripe answer: report it once instead of retrying blindly.
-                logger.exception("job %s: unexpected error", job_id)
-                outcome = failure(
-                    f"internal error in the worker; job {job_id} was not completed",
-                    ErrorKind.INTERNAL,
-                )
-            if isinstance(outcome, RetryLater):
-                JOB_RETRIES.labels(task_name, outcome.reason).inc()
-                raise task.retry(
-                    countdown=outcome.countdown, max_retries=None, **event_reprs(job_id)
-                )
-            answer = outcome
-            if finish is not None:
-                finish(job, job_id, answer)
-    error = answer["data"] if not answer["status"] and isinstance(answer["data"], dict) else None
-    attempts = int(error["attempts"]) if error and "attempts" in error else task.request.retries + 1
-    _record_outcome(task_name, job_id, customer, answer, attempts, started)
-    return answer
+        _record_outcome(task_name, job_id, None, answer, 1, time.monotonic())
+        return answer
+    outcome = run_job(task_name, job_id, fields, validate, attempt, delivery_of(task), finish)
+    if isinstance(outcome, RetryLater):
+        own_id = fields.get("job_id")
+        raise task.retry(
+            countdown=outcome.countdown,
+            max_retries=None,
+            **event_reprs(own_id if isinstance(own_id, str) else job_id),
+        )
+    return outcome

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 import stripe
 
@@ -105,9 +106,25 @@ class StripeGateway:
         STRIPE_CALL_SECONDS.labels(operation, "ok").observe(time.perf_counter() - started)
         return answer
 
+    def _customer(
+        self, operation: str, method: str, customer: str, params: dict[str, Any], options: Any
+    ) -> dict[str, Any]:
+        """A request on one customer, answered as Stripe's JSON.
+
+        Through the SDK's ``raw_request``: the same requestor, headers, retries
+        and typed errors as ``client.v1.customers``, without building a
+        StripeObject tree that would only be turned back into this dict (a
+        quarter of a bulk worker's CPU, measured with py-spy).
+        """
+        path = f"/v1/customers/{quote(customer, safe='')}"
+        response = self._call(
+            operation, lambda client: client.raw_request(method, path, **params, **options)
+        )
+        return dict(response.data)
+
     def set_default(self, job: SetDefaultCardJob, idempotency_key: str) -> dict[str, Any]:
         """Make the job's card the customer's default; the updated customer."""
-        params: Any
+        params: dict[str, Any]
         if job.target is TargetField.DEFAULT_PAYMENT_METHOD:
             params = {
                 "invoice_settings": {"default_payment_method": job.default_source},
@@ -116,19 +133,12 @@ class StripeGateway:
         else:
             params = {"default_source": job.default_source, "expand": EXPAND}
         options = _account_options(job.stripe_account, idempotency_key)
-        customer = self._call(
-            "update", lambda client: client.v1.customers.update(job.userId, params, options)
-        )
-        return _raw(customer)
+        return self._customer("update", "post", job.userId, params, options)
 
     def retrieve_customer(self, job: SetDefaultCardJob) -> dict[str, Any]:
         """The customer as Stripe has it now, with ``sources`` expanded."""
         options = _account_options(job.stripe_account)
-        customer = self._call(
-            "retrieve",
-            lambda client: client.v1.customers.retrieve(job.userId, {"expand": EXPAND}, options),
-        )
-        return _raw(customer)
+        return self._customer("retrieve", "get", job.userId, {"expand": EXPAND}, options)
 
     def retrieve_payment_method(self, payment_method: str, account: str | None) -> dict[str, Any]:
         """A PaymentMethod as Stripe has it now (its ``customer`` says whose it is)."""

@@ -24,6 +24,10 @@ from pathlib import Path
 from harness.processes import REPO_ROOT
 from tests.chaos.scenarios import KNOWN_BUGS, SCENARIOS, SIZES, Outcome
 
+#: ``make chaos`` rewrites only what lies between these two lines of RELIABILITY.md.
+RUN_BEGINS = "<!-- latest `make chaos` run: written by tests/chaos/run.py -->"
+RUN_ENDS = "<!-- end of the latest `make chaos` run -->"
+
 HEADER = """# Reliability
 
 Figures from the chaos suite (`tests/chaos/`, issue 5 §2). Every scenario starts
@@ -68,7 +72,8 @@ worker's jobs and locks come back quickly):
   replacement boots; the old one must finish and exit 0 by itself.
 
 `make test` runs the same scenarios at CI size (`tests/chaos/test_chaos.py`,
-marker `chaos`); `make chaos` runs the sizes below and rewrites this file.
+marker `chaos`); `make chaos` runs the full sizes and rewrites the latest run
+below (between its markers), keeping the rest of this file.
 """
 
 
@@ -88,7 +93,6 @@ def _machine() -> str:
 def render(outcomes: list[Outcome], size: str, command: str, began: datetime, wall: float) -> str:
     label = "full size (the issue's)" if size == "full" else "REDUCED (CI) size, not the full one"
     lines = [
-        HEADER,
         f"## Run: {label}",
         "",
         f"- command: `{command}`",
@@ -122,6 +126,20 @@ def render(outcomes: list[Outcome], size: str, command: str, began: datetime, wa
     return "\n".join(lines) + "\n"
 
 
+def write_run(path: Path, run: str) -> None:
+    """Put ``run`` between the file's markers, keeping everything around them (the
+    hand-written explanations and earlier runs); a file without markers gets the
+    header and the run."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{RUN_BEGINS}\n\n{run}\n{RUN_ENDS}\n"
+    if RUN_BEGINS in text and RUN_ENDS in text:
+        before, rest = text.split(RUN_BEGINS, 1)
+        after = rest.split(RUN_ENDS, 1)[1].lstrip("\n")
+        path.write_text(before + block + ("\n" + after if after else ""), encoding="utf-8")
+    else:
+        path.write_text(HEADER + "\n" + block, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the issue's sizes (default: CI)")
@@ -142,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([".venv/bin/python -m tests.chaos.run", *map(shlex.quote, sys.argv[1:])])
     if args.full and not args.only:
         command = f"make chaos  # = {command}"
-    args.out.write_text(render(outcomes, size, command, began, time.monotonic() - start))
+    write_run(args.out, render(outcomes, size, command, began, time.monotonic() - start))
     print(f"wrote {args.out}")
     return 0 if all(o.correct for o in outcomes) else 1
 

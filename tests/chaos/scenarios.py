@@ -711,42 +711,15 @@ class KnownBug:
     explanation: str
 
 
-#: kombu's Redis transport is at most once in one window; see KNOWN_BUGS.
-MESSAGE_POPPED_THEN_LOST = KnownBug(
-    "have no result at all, without an envelope",
-    "Now and then a job the producer sent is never run: no result, no message left in "
-    "the queue or in `unacked`, no Stripe request, and no worker logged receiving it. "
-    "kombu's Redis transport takes a message off the queue (BRPOP) before it records "
-    "it in `unacked` (a second command, once the reply is read and dispatched), so a "
-    "message popped just before its worker is SIGKILLed or shuts down, or just before "
-    "Redis goes away, is gone. Upstream: celery/celery#4354, celery/kombu#305 and "
-    "#1836. Its customer stays on the old card.",
-)
-
 #: Bugs found by this suite and not fixed yet. test_chaos.py reports a run whose
 #: only problems are these as XFAIL (any other problem fails it); RELIABILITY.md
 #: explains them. Delete an entry once its bug is fixed: the scenario must then pass.
-KNOWN_BUGS: dict[str, tuple[KnownBug, ...]] = {
-    "R1": (MESSAGE_POPPED_THEN_LOST,),
-    "R5": (MESSAGE_POPPED_THEN_LOST,),
-    "R2": (
-        MESSAGE_POPPED_THEN_LOST,
-        KnownBug(
-            "a worker exited instead of reconnecting",
-            "A worker's main process dies while reconnecting after Redis went away: "
-            "`CRITICAL Unrecoverable error: AttributeError(\"'NoneType' object has no "
-            "attribute 'hostname'\")` in `kombu/transport/redis.py` `_connparams` "
-            "(kombu 5.7.0, redis-py 8.1.0); its jobs come back to the other worker after "
-            "the visibility timeout, but it does not reconnect by itself. When every "
-            "worker exits this way, all remaining jobs wait for a restart (an outage).",
-        ),
-        KnownBug(
-            "never finished (Celery state",
-            "Jobs left waiting (state RETRY or STARTED) because every worker exited (the "
-            "bug above).",
-        ),
-    ),
-}
+#:
+#: Fixed, so no longer here (cards/transport.py, RELIABILITY.md): kombu's Redis
+#: transport lost a message popped by BRPOP before its ``unacked`` record (R1, R2,
+#: R5: celery/celery#4354), and a worker exited on ``AttributeError`` in
+#: ``_connparams`` when Redis restarted (R2).
+KNOWN_BUGS: dict[str, tuple[KnownBug, ...]] = {}
 
 #: Keyword arguments per scenario: "ci" runs in `make test` (a few seconds of chaos
 #: each); "full" is the issue's size (`make chaos`).

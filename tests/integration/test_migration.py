@@ -22,6 +22,7 @@ import redis
 
 from cards.migrations import MigrationStore
 from harness.processes import BIN, CeleryWorker, RedisServer, run_worker, wait_for
+from harness.queues import queued_rows
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import worker_env
 
@@ -321,12 +322,12 @@ def test_redis_never_holds_more_than_the_window(
         text=True,
     )
     broker = redis.Redis.from_url(url)
-    wait_for(lambda: broker.llen(queue) == 5, 60, "the window's 5 jobs on the queue")
+    wait_for(lambda: queued_rows(broker, queue) == 5, 60, "the window's 5 jobs on the queue")
     assert producer.poll() is None
     seen: list[int] = []
 
     def finished() -> bool:
-        seen.append(int(broker.llen(queue)))
+        seen.append(queued_rows(broker, queue))
         return producer.poll() is not None
 
     worker_settings = worker_env(url, emulator.url)

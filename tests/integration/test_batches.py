@@ -1,0 +1,126 @@
+"""Bulk batches (``cards.set_default_cards``) on a real worker: every row is a job of its own."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from cards.batches import BATCH_TASK_NAME
+from producers import get_result
+from stripe_emulator.process import EmulatorProcess
+from tests.integration.conftest import applied_writes, customer_writes
+from worker.idempotency import idempotency_key
+
+RESULT_TIMEOUT = 60
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def _row(customer: dict[str, Any], card: int = 1, **fields: Any) -> dict[str, Any]:
+    return {
+        "userId": customer["id"],
+        "default_source": customer["cards"][card],
+        "job_id": f"batch-test:{uuid.uuid4()}",
+        **fields,
+    }
+
+
+def _run_batch(app: Celery, kwargs: dict[str, Any]) -> dict[str, Any]:
+    batch_id = str(uuid.uuid4())
+    app.send_task(BATCH_TASK_NAME, kwargs=kwargs, task_id=batch_id)
+    return dict(get_result(batch_id, timeout=RESULT_TIMEOUT, app=app))
+
+
+def test_each_row_gets_its_own_envelope_under_its_job_id(
+    app: Celery, emulator: EmulatorProcess
+) -> None:
+    customers = emulator.admin.seed(6, cards_per_customer=2)
+    rows = [_row(c) for c in customers]
+    rows.append({**_row(customers[0]), "userId": "cust_wrong"})
+
+    summary = _run_batch(app, {"jobs": rows})
+
+    assert summary["status"] is True
+    assert summary["data"] == {"rows": 7, "answered": 7, "sent_alone": 0, "skipped": 0}
+    for row, customer in zip(rows, customers, strict=False):
+        envelope = get_result(row["job_id"], timeout=0, app=app)
+        assert envelope["status"] is True, envelope["message"]
+        assert envelope["data"] is not None
+        assert envelope["data"]["default_source"] == customer["cards"][1]
+        assert applied_writes(emulator, idempotency_key(row["job_id"], 0)) == 1
+    invalid = get_result(rows[-1]["job_id"], timeout=0, app=app)
+    assert invalid["status"] is False
+    assert invalid["message"] == 'invalid job: userId must start with "cus_"'
+
+
+def test_a_row_that_must_retry_leaves_the_batch_and_succeeds_alone(
+    app: Celery, emulator: EmulatorProcess
+) -> None:
+    customers = emulator.admin.seed(3, cards_per_customer=2)
+    emulator.admin.script_faults(customers[1]["id"], ["error_500"])
+    rows = [_row(c) for c in customers]
+
+    summary = _run_batch(app, {"jobs": rows})
+
+    assert summary["data"]["answered"] == 2
+    assert summary["data"]["sent_alone"] == 1
+    retried = get_result(rows[1]["job_id"], timeout=RESULT_TIMEOUT, app=app)
+    assert retried["status"] is True, retried["message"]
+    # The saved 500 sits under generation 0; the retry wrote under generation 1, once.
+    assert applied_writes(emulator, idempotency_key(rows[1]["job_id"], 1)) == 1
+    assert customer_writes(emulator, customers[1]["id"]) == 1
+
+
+def test_a_batch_delivered_again_skips_the_rows_already_answered(
+    app: Celery, emulator: EmulatorProcess
+) -> None:
+    customers = emulator.admin.seed(4, cards_per_customer=2)
+    rows = [_row(c) for c in customers]
+    _run_batch(app, {"jobs": rows})
+
+    again = _run_batch(app, {"jobs": rows})
+
+    assert again["data"] == {"rows": 4, "answered": 0, "sent_alone": 0, "skipped": 4}
+    assert all(customer_writes(emulator, c["id"]) == 1 for c in customers)
+
+
+def test_two_rows_for_one_customer_apply_in_order(app: Celery, emulator: EmulatorProcess) -> None:
+    [customer] = emulator.admin.seed(1, cards_per_customer=2)
+    now = datetime.now(UTC)
+    older = _row(customer, 0, requested_at=(now - timedelta(seconds=1)).isoformat())
+    newer = _row(customer, 1, requested_at=now.isoformat())
+
+    summary = _run_batch(app, {"jobs": [newer, older]})
+
+    assert summary["data"]["answered"] == 2
+    assert get_result(newer["job_id"], timeout=0, app=app)["status"] is True
+    superseded = get_result(older["job_id"], timeout=0, app=app)
+    # Whichever ran first, the customer ends on the newer request's card.
+    if superseded["status"] is False:
+        assert superseded["message"] == "superseded by a newer request"
+    state = emulator.admin.get_customer(customer["id"])
+    assert state["default_source"] == customer["cards"][1]
+    assert emulator.admin.ledger()["max_concurrent_writes_by_customer"][customer["id"]] == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"jobs": []}, "jobs must be a non-empty JSON array of job objects"),
+        ({"jobs": "x"}, "jobs must be a non-empty JSON array of job objects"),
+        ({"jobs": [{"userId": "cus_a"}]}, "jobs[0].job_id is required"),
+        ({"jobs": [], "extra": 1}, "a batch has only the field 'jobs', not 'extra'"),
+    ],
+)
+def test_a_malformed_batch_is_refused_without_a_stripe_call(
+    app: Celery, emulator: EmulatorProcess, kwargs: dict[str, Any], message: str
+) -> None:
+    before = emulator.admin.ledger()["writes_applied_total"]
+    summary = _run_batch(app, kwargs)
+    assert summary["status"] is False
+    assert summary["message"].startswith("invalid job: " + message)
+    assert emulator.admin.ledger()["writes_applied_total"] == before
