@@ -30,12 +30,21 @@ Parameters:
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, Protocol
 
 import redis
 
-__all__ = ["AppliedRequest", "CustomerGuard", "customer_key", "is_stale", "is_superseded"]
+__all__ = [
+    "AppliedRequest",
+    "CustomerGuard",
+    "Entry",
+    "Guard",
+    "customer_key",
+    "is_stale",
+    "is_superseded",
+]
 
 LOCK_PREFIX: Final = "cards:customer-lock:"
 NEWEST_PREFIX: Final = "cards:customer-newest:"
@@ -73,6 +82,11 @@ class AppliedRequest:
     job_id: str
 
 
+#: What entering a customer gives: the lock's token (None: another job holds it) and
+#: the newest request applied to the customer so far.
+Entry = tuple[str | None, AppliedRequest | None]
+
+
 def customer_key(customer: str, account: str | None) -> str:
     return f"{account or '-'}:{customer}"
 
@@ -101,30 +115,63 @@ class CustomerGuard:
         self.lock_seconds = lock_seconds
         self.max_job_age_seconds = max_job_age_seconds
 
-    def enter(self, key: str) -> tuple[str | None, AppliedRequest | None]:
+    def enter(self, key: str) -> Entry:
         """Take the customer's lock: (a token proving it, or None if another job holds it)
         and the newest request applied to the customer so far."""
-        token = secrets.token_hex(8)
-        answer = self._enter(
-            keys=[LOCK_PREFIX + key, NEWEST_PREFIX + key],
-            args=[token, int(self.lock_seconds * 1000)],
-        )
-        if not int(answer[0]):
-            return None, None
-        requested_at, job_id = [*answer, None, None][1:3]
-        if not requested_at or not job_id:
-            return token, None
-        text = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
-        return token, AppliedRequest(float(requested_at), text)
+        return self.enter_many([key])[0]
+
+    def enter_many(self, keys: Sequence[str]) -> list[Entry]:
+        """:meth:`enter` for each of several customers (distinct keys), in one round trip."""
+        tokens = [secrets.token_hex(8) for _ in keys]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for key, token in zip(keys, tokens, strict=True):
+                self._enter(
+                    keys=[LOCK_PREFIX + key, NEWEST_PREFIX + key],
+                    args=[token, int(self.lock_seconds * 1000)],
+                    client=pipe,
+                )
+            answers = pipe.execute()
+        return [_entry(token, answer) for token, answer in zip(tokens, answers, strict=True)]
 
     def leave(self, key: str, token: str, applied: AppliedRequest | None = None) -> None:
         """Record ``applied`` as the customer's newest request, then release the lock."""
-        self._leave(
-            keys=[LOCK_PREFIX + key, NEWEST_PREFIX + key],
-            args=[
-                token,
-                repr(applied.requested_at) if applied else "",
-                applied.job_id if applied else "",
-                int(self.max_job_age_seconds + RECORD_SLACK_SECONDS),
-            ],
-        )
+        self.leave_many([(key, token, applied)])
+
+    def leave_many(self, leaves: Sequence[tuple[str, str, AppliedRequest | None]]) -> None:
+        """:meth:`leave` for each (key, token, applied), in one round trip."""
+        if not leaves:
+            return
+        with self._redis.pipeline(transaction=False) as pipe:
+            for key, token, applied in leaves:
+                self._leave(
+                    keys=[LOCK_PREFIX + key, NEWEST_PREFIX + key],
+                    args=[
+                        token,
+                        repr(applied.requested_at) if applied else "",
+                        applied.job_id if applied else "",
+                        int(self.max_job_age_seconds + RECORD_SLACK_SECONDS),
+                    ],
+                    client=pipe,
+                )
+            pipe.execute()
+
+
+def _entry(token: str, answer: list[Any]) -> Entry:
+    if not int(answer[0]):
+        return None, None
+    requested_at, job_id = [*answer, None, None][1:3]
+    if not requested_at or not job_id:
+        return token, None
+    text = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
+    return token, AppliedRequest(float(requested_at), text)
+
+
+class Guard(Protocol):
+    """What a runner needs of the customer guard (:class:`CustomerGuard`, or a bulk
+    batch's view of it, :class:`worker.batches.BatchGuard`)."""
+
+    max_job_age_seconds: float
+
+    def enter(self, key: str) -> Entry: ...
+
+    def leave(self, key: str, token: str, applied: AppliedRequest | None = None) -> None: ...

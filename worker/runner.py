@@ -21,6 +21,7 @@ attempt, a function of the key generation (see :mod:`worker.companion`).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -41,7 +42,7 @@ from worker.jobstate import AttemptState, JobStateStore
 from worker.metrics import RATE_LIMITER_WAIT
 from worker.ordering import (
     AppliedRequest,
-    CustomerGuard,
+    Guard,
     customer_key,
     is_stale,
     is_superseded,
@@ -248,7 +249,7 @@ class SetDefaultCardRunner(JobRunner):
         policy: RetryPolicy,
         clock: Callable[[], float] = time.time,
         *,
-        guard: CustomerGuard | None = None,
+        guard: Guard | None = None,
         limiter: RateLimiter | None = None,
         rates: RateTable | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -258,6 +259,12 @@ class SetDefaultCardRunner(JobRunner):
         self.gateway = gateway
         self.guard = guard
         self.minimal_data = minimal_data
+
+    def with_guard(self, guard: Guard) -> SetDefaultCardRunner:
+        """This runner, its jobs ordered by ``guard`` instead (a bulk batch's view)."""
+        other = copy.copy(self)
+        other.guard = guard
+        return other
 
     def _success(self, customer: dict[str, Any]) -> Envelope:
         return success(minimal_customer(customer) if self.minimal_data else customer)
@@ -287,7 +294,7 @@ class SetDefaultCardRunner(JobRunner):
 
     def _in_order(
         self,
-        guard: CustomerGuard,
+        guard: Guard,
         job: SetDefaultCardJob,
         job_id: str,
         attempt: Callable[[], Envelope | RetryLater],
@@ -326,7 +333,7 @@ class SetDefaultCardRunner(JobRunner):
             self._leave(guard, key, token, applied)
 
     @staticmethod
-    def _leave(guard: CustomerGuard, key: str, token: str, applied: AppliedRequest | None) -> None:
+    def _leave(guard: Guard, key: str, token: str, applied: AppliedRequest | None) -> None:
         try:
             guard.leave(key, token, applied)
         except redis.RedisError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import celery
@@ -38,7 +39,7 @@ from worker.retries import RetryPolicy
 from worker.runner import RetryLater, SetDefaultCardRunner
 from worker.task_requests import EnvelopeRequest
 
-__all__ = ["attempt_job", "finish_job", "runner", "set_default_card"]
+__all__ = ["Attempt", "attempt_job", "attempt_with", "finish_job", "runner", "set_default_card"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +120,22 @@ def finish_job(job: SetDefaultCardJob, job_id: str, envelope: Envelope) -> None:
         enqueue_delivery(job_id, str(job.callback_url), envelope)
 
 
+Attempt = Callable[[SetDefaultCardJob, str, Delivery], Envelope | RetryLater]
+
+
+def attempt_with(shared: SetDefaultCardRunner) -> Attempt:
+    """One attempt of a validated job by ``shared``, under its queue's and account's budget."""
+
+    def attempt(job: SetDefaultCardJob, job_id: str, delivery: Delivery) -> Envelope | RetryLater:
+        budget = shared.budget(delivery.queue, job.stripe_account)
+        return shared.run(job, job_id, first_delivery=delivery.first, budget=budget)
+
+    return attempt
+
+
 def attempt_job(job: SetDefaultCardJob, job_id: str, delivery: Delivery) -> Envelope | RetryLater:
-    """One attempt of a validated job, under its queue's and account's budget."""
-    shared = runner()
-    budget = shared.budget(delivery.queue, job.stripe_account)
-    return shared.run(job, job_id, first_delivery=delivery.first, budget=budget)
+    """One attempt of a validated job by this process's runner."""
+    return attempt_with(runner())(job, job_id, delivery)
 
 
 @app.task(name=TASK_NAME, bind=True, max_retries=None, Request=EnvelopeRequest)

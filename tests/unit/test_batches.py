@@ -6,13 +6,15 @@ import base64
 import json
 from typing import Any
 
+import fakeredis
 import pytest
 
 from cards.batches import BATCH_TASK_NAME, MAX_BATCH_ROWS, validate_batch
 from cards.envelope import success
 from cards.jobs import InvalidJob
 from harness.queues import message_rows
-from worker.batches import run_in_place
+from worker.batches import BatchGuard, run_in_place
+from worker.ordering import AppliedRequest, CustomerGuard
 from worker.runner import RetryLater
 
 
@@ -86,3 +88,51 @@ def test_a_queued_batch_counts_its_rows() -> None:
     assert message_rows(_message(BATCH_TASK_NAME, {"jobs": _rows(7)})) == 7
     assert message_rows(_message("cards.set_default_card", _rows(1)[0])) == 1
     assert message_rows(b"not json") == 0
+
+
+def _guard(server: fakeredis.FakeRedis) -> CustomerGuard:
+    return CustomerGuard(server, lock_seconds=5, max_job_age_seconds=3600)
+
+
+def test_a_batch_takes_its_customers_locks_up_front_and_releases_them_at_close() -> None:
+    server = fakeredis.FakeRedis()
+    outsider = _guard(server)
+    batch = BatchGuard(_guard(server), ["-:cus_a", "-:cus_b"])
+    assert outsider.enter("-:cus_a") == (None, None)  # held by the batch
+    token, newest = batch.enter("-:cus_a")
+    assert token is not None and newest is None
+    batch.leave("-:cus_a", token, AppliedRequest(10.0, "m:2"))
+    assert outsider.enter("-:cus_a") == (None, None)  # still held until the batch closes
+    batch.close()  # cus_b was never used: released too
+    token_a, newest_a = outsider.enter("-:cus_a")
+    assert token_a is not None and newest_a == AppliedRequest(10.0, "m:2")
+    assert outsider.enter("-:cus_b")[0] is not None
+
+
+def test_a_customer_twice_in_a_batch_is_released_as_soon_as_it_is_left() -> None:
+    server = fakeredis.FakeRedis()
+    batch = BatchGuard(_guard(server), ["-:cus_a", "-:cus_a"])
+    token, _ = batch.enter("-:cus_a")
+    assert token is not None
+    assert batch.enter("-:cus_a") == (None, None)  # the other row waits, as usual
+    batch.leave("-:cus_a", token, AppliedRequest(10.0, "m:2"))
+    second, newest = batch.enter("-:cus_a")
+    assert second is not None and newest == AppliedRequest(10.0, "m:2")
+    batch.leave("-:cus_a", second)
+    batch.close()
+    assert _guard(server).enter("-:cus_a")[0] is not None
+
+
+def test_a_lock_held_elsewhere_is_entered_again_when_the_row_runs() -> None:
+    server = fakeredis.FakeRedis()
+    outsider = _guard(server)
+    held, _ = outsider.enter("-:cus_a")
+    assert held is not None
+    batch = BatchGuard(_guard(server), ["-:cus_a"])
+    assert batch.enter("-:cus_a") == (None, None)
+    outsider.leave("-:cus_a", held)
+    token, _ = batch.enter("-:cus_a")
+    assert token is not None
+    batch.leave("-:cus_a", token)
+    batch.close()
+    assert outsider.enter("-:cus_a")[0] is not None
