@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from celery import Celery
 
 from cards.batches import BATCH_TASK_NAME
+from cards.migrations import MigrationStore
+from cards.settings import get_settings
+from harness.processes import BIN, run_redis, run_worker, start_worker, wait_for
 from producers import get_result
 from stripe_emulator.process import EmulatorProcess
-from tests.integration.conftest import applied_writes, customer_writes
+from tests.integration.conftest import applied_writes, customer_writes, worker_env
 from worker.idempotency import idempotency_key
 
 RESULT_TIMEOUT = 60
-
-pytestmark = pytest.mark.usefixtures("worker")
+BULK_QUEUE = get_settings().bulk_queue
 
 
 def _row(customer: dict[str, Any], card: int = 1, **fields: Any) -> dict[str, Any]:
@@ -35,6 +40,7 @@ def _run_batch(app: Celery, kwargs: dict[str, Any]) -> dict[str, Any]:
     return dict(get_result(batch_id, timeout=RESULT_TIMEOUT, app=app))
 
 
+@pytest.mark.usefixtures("worker")
 def test_each_row_gets_its_own_envelope_under_its_job_id(
     app: Celery, emulator: EmulatorProcess
 ) -> None:
@@ -57,6 +63,7 @@ def test_each_row_gets_its_own_envelope_under_its_job_id(
     assert invalid["message"] == 'invalid job: userId must start with "cus_"'
 
 
+@pytest.mark.usefixtures("worker")
 def test_a_row_that_must_retry_leaves_the_batch_and_succeeds_alone(
     app: Celery, emulator: EmulatorProcess
 ) -> None:
@@ -75,6 +82,7 @@ def test_a_row_that_must_retry_leaves_the_batch_and_succeeds_alone(
     assert customer_writes(emulator, customers[1]["id"]) == 1
 
 
+@pytest.mark.usefixtures("worker")
 def test_a_batch_delivered_again_skips_the_rows_already_answered(
     app: Celery, emulator: EmulatorProcess
 ) -> None:
@@ -88,6 +96,7 @@ def test_a_batch_delivered_again_skips_the_rows_already_answered(
     assert all(customer_writes(emulator, c["id"]) == 1 for c in customers)
 
 
+@pytest.mark.usefixtures("worker")
 def test_two_rows_for_one_customer_apply_in_order(app: Celery, emulator: EmulatorProcess) -> None:
     [customer] = emulator.admin.seed(1, cards_per_customer=2)
     now = datetime.now(UTC)
@@ -107,6 +116,7 @@ def test_two_rows_for_one_customer_apply_in_order(app: Celery, emulator: Emulato
     assert emulator.admin.ledger()["max_concurrent_writes_by_customer"][customer["id"]] == 1
 
 
+@pytest.mark.usefixtures("worker")
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -124,3 +134,54 @@ def test_a_malformed_batch_is_refused_without_a_stripe_call(
     assert summary["status"] is False
     assert summary["message"].startswith("invalid job: " + message)
     assert emulator.admin.ledger()["writes_applied_total"] == before
+
+
+def test_a_bulk_worker_killed_mid_batch_loses_no_row_and_doubles_none(
+    emulator: EmulatorProcess, logs_dir: Path, tmp_path: Path
+) -> None:
+    customers = emulator.admin.seed(400, cards_per_customer=2)
+    source = tmp_path / "kill.csv"
+    source.write_text(
+        "userId,default_source\n" + "".join(f"{c['id']},{c['cards'][1]}\n" for c in customers),
+        encoding="utf-8",
+    )
+    with run_redis() as server:
+        url = server.url()
+        env = worker_env(
+            url,
+            emulator.url,
+            # A dead worker's batches and customer locks come back within seconds;
+            # the budget keeps the migration running long enough to be cut.
+            CARDS_VISIBILITY_TIMEOUT_SECONDS="5",
+            CARDS_UNACKED_RESTORE_INTERVAL_SECONDS="1",
+            CARDS_CUSTOMER_LOCK_SECONDS="5",
+            CARDS_RATE_LIMITS=f"{BULK_QUEUE}=100",
+        )
+        doomed = start_worker(
+            env, logs_dir / "batch-kill-1.log", name="doomed", extra_args=("-Q", BULK_QUEUE)
+        )
+        producer = subprocess.Popen(
+            [str(BIN / "cards"), "migrate", str(source), "--quiet", "--id", "kill-mid-batch"],
+            env={**os.environ, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        store = MigrationStore(server.client())
+
+        def some_done() -> bool:
+            record = store.get("kill-mid-batch")
+            return record is not None and record.done >= 100
+
+        wait_for(some_done, 60, "100 rows of the migration done")
+        doomed.kill()
+        assert server.client().hlen("unacked") > 0  # it died holding batches
+        with run_worker(
+            env, logs_dir / "batch-kill-2.log", name="heir", extra_args=("-Q", BULK_QUEUE)
+        ):
+            out, err = producer.communicate(timeout=120)
+
+    assert producer.returncode == 0, err
+    assert "400 rows, 400 done, 0 failed, 0 invalid" in out
+    by_customer = emulator.admin.ledger()["writes_applied_by_customer"]
+    assert [by_customer.get(c["id"], 0) for c in customers] == [1] * 400
