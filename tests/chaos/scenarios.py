@@ -49,6 +49,8 @@ from tests.integration.conftest import API_KEY, CALLBACK_SECRETS, worker_env
 VISIBILITY_TIMEOUT = 5
 #: A dead worker's customer lock is free again after this.
 CUSTOMER_LOCK_SECONDS = 5
+#: R5: a worker given SIGTERM that has not exited by then counts as not shutting down.
+SHUTDOWN_WAIT_SECONDS = 60
 
 
 @dataclass
@@ -653,20 +655,29 @@ def r5_sigterm_deploys(
             else:
                 worker.process.send_signal(signal.SIGTERM)
             try:
-                code: int | None = worker.process.wait(60)
+                code: int | None = worker.process.wait(SHUTDOWN_WAIT_SECONDS)
             except subprocess.TimeoutExpired:
                 worker.kill()
                 code = None  # it did not shut down by itself
             exits.append(("group" if whole_group else "main", code, time.monotonic() - began))
+
+        stopping: list[threading.Thread] = []
 
         def deploy(count: int) -> None:
             slot = count % len(slots)
             old = running.workers.pop(slots[slot])
             slots[slot] = f"{slots[slot][:4]}{count + 1}"
             in_flight_at_sigterm.append(running.emulator.admin.health()["writes_in_flight"])
-            _in_parallel(
-                [lambda: shut_down(old, count % 2 == 1), lambda: running.start(slots[slot])]
+            # A rolling deploy waits for the new worker to be up, not for the old one
+            # to be gone: a warm shutdown can take half a minute (it restores what
+            # the worker had reserved), and the next deploy must not wait for it.
+            stopping.append(
+                threading.Thread(
+                    target=shut_down, args=(old, count % 2 == 1), name=f"r5-stop-{count}"
+                )
             )
+            stopping[-1].start()
+            running.start(slots[slot])
 
         started = time.monotonic()
         with (
@@ -675,6 +686,8 @@ def r5_sigterm_deploys(
         ):
             producer.wait_sent(jobs, timeout)
             envelopes = running.wait_for_envelopes(list(producer.sent), timeout)
+        for thread in stopping:
+            thread.join(SHUTDOWN_WAIT_SECONDS + 10)
         outcome.duration_s = time.monotonic() - started
         if deployer.error is not None:
             raise deployer.error
