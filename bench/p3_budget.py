@@ -69,6 +69,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
+from bench.migrations import stack
 from bench.support import (
     customer_updates,
     finish_migrate,
@@ -77,10 +78,8 @@ from bench.support import (
     run_migrate,
     write_rows,
 )
-from harness.processes import run_redis, start_worker
-from stripe_emulator.process import run_emulator
+from harness.processes import start_worker
 
-API_KEY: Final = "sk_test_bench_p3_0123456789"
 BULK_QUEUE: Final = "cards.bulk"
 DEFAULT_ROWS: Final = 3000
 DEFAULT_RUNS: Final = 3
@@ -131,22 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(), flush=True)
     runs: list[Run] = []
     with (
-        run_redis() as redis_server,
-        run_emulator(
-            api_key=API_KEY,
-            latency_ms=args.latency_ms,
-            extra_args=["--rate-limit-customer-update", str(args.rate)],
-        ) as emulator,
         tempfile.TemporaryDirectory(prefix="cards-bench-p3-") as tmp_name,
+        stack(
+            Path(tmp_name),
+            latency_ms=args.latency_ms,
+            emulator_args=["--rate-limit-customer-update", str(args.rate)],
+        ) as running,
     ):
-        tmp = Path(tmp_name)
-        env = {
-            "CELERY_BROKER_URL": redis_server.url(),
-            "CELERY_RESULT_BACKEND": redis_server.url(),
-            "STRIPE_API_KEY": API_KEY,
-            "STRIPE_API_BASE": emulator.url,
-            "CARDS_RATE_LIMITS": f"{BULK_QUEUE}={args.rate:g}",
-        }
+        tmp, redis_server, emulator = running.logs, running.redis, running.emulator
+        env = {**running.env, "CARDS_RATE_LIMITS": f"{BULK_QUEUE}={args.rate:g}"}
         if args.burst_seconds is not None:
             env["CARDS_RATE_LIMIT_BURST_SECONDS"] = str(args.burst_seconds)
         log_path = tmp / "bulk.log"

@@ -80,6 +80,7 @@ from typing import Any, Final
 import redis
 from celery import Celery, states
 
+from bench.migrations import stack
 from bench.support import (
     finish_migrate,
     forget_rate_limits,
@@ -88,11 +89,10 @@ from bench.support import (
     run_migrate,
     write_rows,
 )
-from harness.processes import CeleryWorker, client_app, run_redis, start_worker
+from harness.processes import CeleryWorker, start_worker
 from producers import enqueue_set_default_card
-from stripe_emulator.process import EmulatorProcess, run_emulator
+from stripe_emulator.process import EmulatorProcess
 
-API_KEY: Final = "sk_test_bench_p4_0123456789"
 LIVE_QUEUE: Final = "cards"
 BULK_QUEUE: Final = "cards.bulk"
 RESULT_PREFIX: Final = "celery-task-meta-"
@@ -313,19 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     expected_seconds = args.alone_seconds + args.rows / args.bulk_budget
     live_per_run = int(args.live_rate * expected_seconds * LIVE_CUSTOMER_MARGIN) + 50
     with (
-        run_redis() as redis_server,
-        run_emulator(api_key=API_KEY, latency_ms=args.latency_ms) as emulator,
         tempfile.TemporaryDirectory(prefix="cards-bench-p4-") as tmp_name,
+        stack(Path(tmp_name), latency_ms=args.latency_ms) as running,
     ):
-        tmp = Path(tmp_name)
-        env = {
-            "CELERY_BROKER_URL": redis_server.url(),
-            "CELERY_RESULT_BACKEND": redis_server.url(),
-            "STRIPE_API_KEY": API_KEY,
-            "STRIPE_API_BASE": emulator.url,
-            "CARDS_RATE_LIMITS": f"{BULK_QUEUE}={args.bulk_budget:g}",
-        }
-        app = client_app(redis_server.url())
+        tmp, redis_server, emulator, app = (
+            running.logs,
+            running.redis,
+            running.emulator,
+            running.app,
+        )
+        env = {**running.env, "CARDS_RATE_LIMITS": f"{BULK_QUEUE}={args.bulk_budget:g}"}
         live = start_worker(
             env,
             tmp / "live.log",
