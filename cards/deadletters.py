@@ -10,6 +10,11 @@ command, which lists, replays and purges):
 
 - ``cards:dlq:entries``: hash, job id → JSON entry ``{job_id, job, envelope, failed_at}``;
 - ``cards:dlq:order``: sorted set, job id scored by failure time, for listing oldest first.
+
+Each new letter drops the letters older than ``CARDS_DEAD_LETTER_TTL_SECONDS`` and
+the oldest beyond ``CARDS_DEAD_LETTER_MAX_ENTRIES``, and gives both keys that TTL:
+the store never grows without bound. A letter holds the job's ids and the
+failure envelope, never customer data.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, Final
 import redis
 
 from cards.envelope import Envelope, ErrorKind
+from cards.settings import Settings
 
 __all__ = ["DeadLetter", "DeadLetterStore", "is_dead_letter"]
 
@@ -59,18 +65,31 @@ class DeadLetter:
 
 
 class DeadLetterStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, ttl_seconds: int, max_entries: int) -> None:
         self._redis = client
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
 
     @classmethod
-    def from_url(cls, url: str) -> DeadLetterStore:
-        return cls(redis.Redis.from_url(url))
+    def from_settings(cls, settings: Settings) -> DeadLetterStore:
+        return cls(
+            redis.Redis.from_url(settings.job_state_url),
+            ttl_seconds=settings.dead_letter_ttl_seconds,
+            max_entries=settings.dead_letter_max_entries,
+        )
 
     def add(self, letter: DeadLetter) -> None:
+        """Keep ``letter``; then drop the expired letters and the oldest beyond the cap."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(ENTRIES_KEY, letter.job_id, letter.to_json())
         pipe.zadd(ORDER_KEY, {letter.job_id: letter.failed_at})
-        pipe.execute()
+        pipe.zrangebyscore(ORDER_KEY, "-inf", f"({letter.failed_at - self.ttl_seconds!r}")
+        pipe.zrange(ORDER_KEY, 0, -(self.max_entries + 1))
+        pipe.expire(ENTRIES_KEY, self.ttl_seconds)
+        pipe.expire(ORDER_KEY, self.ttl_seconds)
+        *_, expired, beyond, _, _ = pipe.execute()
+        dropped = {i.decode() if isinstance(i, bytes) else str(i) for i in [*expired, *beyond]}
+        self.remove(sorted(dropped))
 
     def oldest(self, limit: int | None = None) -> list[DeadLetter]:
         """Dead letters, oldest first."""

@@ -10,7 +10,10 @@ metadata service or an admin port on a private address. So:
   unspecified, and IPv6 forms that embed an IPv4 address (6to4, NAT64) are
   refused; an IPv4-mapped IPv6 address is judged as the IPv4 address it maps;
 - unless the operator allowlists them (``CARDS_CALLBACK_ALLOWED_HOSTS``): a
-  host name (then any address it resolves to) or an address or CIDR block;
+  host name (then any address it resolves to) or an address or CIDR block,
+  each with a port (``hooks.internal:8443``, ``[fd00::1]:8080``,
+  ``10.0.0.0/8:9000``); an entry without a port allows 80 and 443 only, so an
+  allowlisted address never opens its Redis, Flower or gateway port;
 - cloud metadata addresses are refused even then, and an allowlist entry that
   covers one is refused when the settings are read.
 
@@ -34,6 +37,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "BLOCKED_NETWORKS",
+    "DEFAULT_PORTS",
     "METADATA_ADDRESSES",
     "METADATA_REASON",
     "Address",
@@ -41,6 +45,7 @@ __all__ = [
     "Network",
     "RefusedDestination",
     "check_destination",
+    "default_port",
     "literal_address",
     "normalize_host",
     "refusal",
@@ -154,58 +159,88 @@ def unmapped(address: Address) -> Address:
     return address
 
 
+#: The ports an allowlist entry without one allows: the http and https defaults.
+DEFAULT_PORTS: Final = (80, 443)
+_WITH_PORT = re.compile(r"(?P<target>\[[^\]]+\]|[^:\[\]]+):(?P<port>[0-9]{1,5})")
+
+
+def _split_port(entry: str) -> tuple[str, tuple[int, ...]]:
+    """(``target``, its ports) from ``target[:port]``; IPv6 with a port is bracketed."""
+    match = _WITH_PORT.fullmatch(entry)
+    if match is None:
+        return entry, DEFAULT_PORTS
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"CARDS_CALLBACK_ALLOWED_HOSTS entry {entry!r} has an invalid port")
+    return match["target"], (port,)
+
+
+def default_port(scheme: str) -> int:
+    return 443 if scheme.lower() == "https" else 80
+
+
 @dataclass(frozen=True)
 class Allowlist:
-    """Destinations an operator allows despite the rules: host names, addresses, networks."""
+    """Destinations an operator allows despite the rules: (host name, port) and
+    (address or network, port) pairs."""
 
-    hosts: frozenset[str] = frozenset()
-    networks: tuple[Network, ...] = field(default=())
+    hosts: frozenset[tuple[str, int]] = frozenset()
+    networks: tuple[tuple[Network, int], ...] = field(default=())
 
     @classmethod
     def parse(cls, text: str) -> Allowlist:
-        """From ``CARDS_CALLBACK_ALLOWED_HOSTS``: comma-separated names, addresses or CIDRs.
+        """From ``CARDS_CALLBACK_ALLOWED_HOSTS``: comma-separated names, addresses or CIDRs,
+        each with an optional ``:port`` (default: 80 and 443).
 
         Raises ``ValueError`` naming the bad entry.
         """
-        hosts: set[str] = set()
-        networks: list[Network] = []
+        hosts: set[tuple[str, int]] = set()
+        networks: list[tuple[Network, int]] = []
         for raw in text.split(","):
             entry = raw.strip()
             if not entry:
                 continue
+            target, ports = _split_port(entry)
             try:
-                network = ipaddress.ip_network(normalize_host(entry), strict=False)
+                network = ipaddress.ip_network(normalize_host(target), strict=False)
             except ValueError:
-                name = normalize_host(entry)
+                name = normalize_host(target)
                 if not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
                     raise ValueError(
                         f"CARDS_CALLBACK_ALLOWED_HOSTS entry {entry!r} is not a host name, "
-                        "an IP address or a CIDR block"
+                        "an IP address or a CIDR block (with an optional :port)"
                     ) from None
-                hosts.add(name)
+                hosts.update((name, port) for port in ports)
                 continue
             if any(network.version == m.version and m in network for m in METADATA_ADDRESSES):
                 raise ValueError(
                     f"CARDS_CALLBACK_ALLOWED_HOSTS entry {entry!r} covers a cloud metadata "
                     "address; callbacks are never sent there"
                 )
-            networks.append(network)
+            networks.extend((network, port) for port in ports)
         return cls(frozenset(hosts), tuple(networks))
 
-    def allows_host(self, host: str) -> bool:
-        return normalize_host(host) in self.hosts
+    def allows_host(self, host: str, port: int) -> bool:
+        return (normalize_host(host), port) in self.hosts
 
-    def allows_address(self, address: Address) -> bool:
+    def networks_at(self, port: int) -> frozenset[Network]:
+        """The networks allowlisted at ``port``."""
+        return frozenset(network for network, at in self.networks if at == port)
+
+    def allows_address(self, address: Address, port: int) -> bool:
         address = unmapped(address)
-        return any(address.version == n.version and address in n for n in self.networks)
+        return any(address.version == n.version and address in n for n in self.networks_at(port))
 
 
-def refusal(address: Address, allowlist: Allowlist = Allowlist()) -> str | None:
-    """Why a callback may not connect to ``address`` (``"a private address"``…), or None."""
+def refusal(
+    address: Address, allowlist: Allowlist = Allowlist(), port: int | None = None
+) -> str | None:
+    """Why a callback may not connect to ``address`` at ``port`` (``"a private
+    address"``…), or None. Without a port, the allowlist allows nothing."""
     address = unmapped(address)
     if address in METADATA_ADDRESSES:
         return METADATA_REASON
-    if allowlist.allows_address(address):
+    if port is not None and allowlist.allows_address(address, port):
         return None
     for network, reason in BLOCKED_NETWORKS:
         if address.version == network.version and address in network:
@@ -237,10 +272,10 @@ def check_destination(
     if not host:
         raise RefusedDestination("callback_url must name a host")
     try:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        port = parts.port or default_port(parts.scheme)
     except ValueError:
         raise RefusedDestination("callback_url has an invalid port") from None
-    named = allowlist.allows_host(host)
+    named = allowlist.allows_host(host, port)
     literal = literal_address(host)
     if literal is not None:
         addresses: list[Address] = [literal]
@@ -256,7 +291,7 @@ def check_destination(
         if not addresses:
             raise RefusedDestination("callback_url host cannot be resolved")
     for address in addresses:
-        reason = refusal(address, allowlist)
+        reason = refusal(address, allowlist, port)
         if reason is None or (named and reason != METADATA_REASON):
             continue  # an allowlisted name may resolve anywhere but to metadata
         raise RefusedDestination(f"callback_url host resolves to {reason} ({address})")

@@ -38,6 +38,7 @@ __all__ = [
     "TargetField",
     "accepts_quickly",
     "check_job_id",
+    "check_requested_at",
     "check_stripe_id",
     "invalid_job_from",
     "quick_pattern",
@@ -58,6 +59,10 @@ MAX_QUOTED_NAME: Final = 40
 
 _ID_BODY = re.compile(r"[A-Za-z0-9]+")
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+#: Suffixes of ids derived from a job id (a key generation's idempotency key
+#: ``…:g2``, the callback task ``…:callback``): no job id may end with one, so
+#: no job id can name another job's derived id.
+_RESERVED_SUFFIX = re.compile(r".*:(?:g[0-9]+|callback)")
 
 SOURCE_PREFIXES: Final = ("card_", "src_", "pm_")
 
@@ -99,7 +104,22 @@ def check_job_id(value: str, field: str = "job_id") -> str:
         raise ValueError(
             f"{field} must be letters, digits and _ . : - only, starting with a letter or digit"
         )
+    if _RESERVED_SUFFIX.fullmatch(value):
+        raise ValueError(f'{field} must not end with ":g<digits>" or ":callback" (reserved)')
     return value
+
+
+def check_requested_at(
+    requested_at: datetime, now: datetime, *, max_age_seconds: float, max_skew_seconds: float
+) -> None:
+    """``ValueError`` if ``requested_at`` is more than the clock skew ahead of ``now``, or
+    older than the job age limit: a far-future time would supersede every later request
+    for the customer. (Pure.)"""
+    ahead = (requested_at - now).total_seconds()
+    if ahead > max_skew_seconds:
+        raise ValueError(f"requested_at must not be more than {max_skew_seconds:g} s in the future")
+    if -ahead > max_age_seconds:
+        raise ValueError(f"requested_at must not be more than {max_age_seconds:g} s in the past")
 
 
 class SetDefaultCardJob(BaseModel):
@@ -246,7 +266,9 @@ _QUICK_PATTERNS: Final[dict[str, re.Pattern[str]]] = {
     "userId": _stripe_id_pattern(("cus_",)),
     "default_source": _stripe_id_pattern(SOURCE_PREFIXES),
     "stripe_account": _stripe_id_pattern(("acct_",)),
-    "job_id": re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{MAX_JOB_ID_LENGTH - 1}}}"),
+    "job_id": re.compile(
+        rf"(?!.*:(?:g[0-9]+|callback)\Z)[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{MAX_JOB_ID_LENGTH - 1}}}"
+    ),
 }
 
 

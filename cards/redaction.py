@@ -18,7 +18,16 @@ import ast
 import re
 from typing import Any, Final
 
-__all__ = ["HIDDEN", "event_reprs", "minimal_customer", "summarize_envelope_repr"]
+__all__ = [
+    "HIDDEN",
+    "NEVER_STORED",
+    "event_reprs",
+    "minimal_customer",
+    "redact_customer",
+    "redact_source",
+    "summarize_envelope_repr",
+    "without_secrets",
+]
 
 #: What an event shows for a value it may not show.
 HIDDEN: Final = "'<hidden>'"
@@ -60,6 +69,10 @@ def summarize_envelope_repr(result: Any) -> str:
     return repr({"status": match["status"] == "True", "message": message})
 
 
+#: Keys never kept in an envelope, whatever the mode: a source's ``client_secret``
+#: lets whoever holds it act on the source from a browser.
+NEVER_STORED: Final = frozenset({"client_secret"})
+
 #: With CARDS_MINIMAL_DATA, a success envelope keeps only these customer fields...
 MINIMAL_CUSTOMER_FIELDS: Final = ("id", "object", "default_source", "invoice_settings")
 #: ...and these of each card or source in its list (no cardholder name or address).
@@ -82,9 +95,32 @@ def minimal_customer(customer: dict[str, Any]) -> dict[str, Any]:
     sources = customer.get("sources")
     if isinstance(sources, dict):
         cards = [
-            {k: item[k] for k in MINIMAL_SOURCE_FIELDS if k in item}
+            redact_source(item, minimal=True)
             for item in sources.get("data") or []
             if isinstance(item, dict)
         ]
         kept["sources"] = {"object": "list", "data": cards}
     return kept
+
+
+def without_secrets(value: Any) -> Any:
+    """``value`` (a Stripe object, list or scalar) without any :data:`NEVER_STORED` key,
+    at any depth. (Pure.)"""
+    if isinstance(value, dict):
+        return {k: without_secrets(v) for k, v in value.items() if k not in NEVER_STORED}
+    if isinstance(value, list):
+        return [without_secrets(item) for item in value]
+    return value
+
+
+def redact_customer(customer: dict[str, Any], minimal: bool) -> dict[str, Any]:
+    """The customer as a success envelope keeps it: minimal or whole, never a secret."""
+    return minimal_customer(customer) if minimal else without_secrets(customer)
+
+
+def redact_source(item: dict[str, Any], minimal: bool) -> dict[str, Any]:
+    """A card or source as an envelope keeps it (assign, list): minimal fields or all
+    but the secrets. (Pure.)"""
+    if minimal:
+        return {k: item[k] for k in MINIMAL_SOURCE_FIELDS if k in item}
+    return without_secrets(item)  # type: ignore[no-any-return]

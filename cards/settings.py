@@ -14,9 +14,10 @@ validation errors never quote the input. A secret may also come from a file
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,7 +26,13 @@ from cards.destinations import Allowlist
 from cards.ratelimits import parse_rate_limits
 from cards.signatures import check_secret
 
-__all__ = ["IDEMPOTENCY_KEY_LIFETIME_SECONDS", "Settings", "get_settings"]
+__all__ = [
+    "IDEMPOTENCY_KEY_LIFETIME_SECONDS",
+    "Settings",
+    "get_settings",
+    "mask_url_password",
+    "weak_password_problem",
+]
 
 #: Stripe may prune an idempotency key 24 h after first use; a retry window
 #: longer than that could send a pruned key, which Stripe treats as new.
@@ -189,6 +196,23 @@ class Settings(BaseSettings):
         description="Jobs requested longer ago than this are refused as stale; the newest-request "
         "record per customer lives this long plus an hour.",
     )
+    max_clock_skew_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=3600,
+        description="How far in the future a job's requested_at may be (clocks differ); "
+        "later times are refused, by producers, the gateway and the worker.",
+    )
+    dead_letter_ttl_seconds: int = Field(
+        default=14 * 86400,
+        ge=3600,
+        description="Dead letters older than this are dropped when the next one is kept.",
+    )
+    dead_letter_max_entries: int = Field(
+        default=100_000,
+        ge=1,
+        description="At most this many dead letters are kept; the oldest go first.",
+    )
     rate_limits: str = Field(
         default="",
         description="Stripe calls per second, shared by all workers: queue=rate or "
@@ -225,10 +249,6 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer API keys the HTTP gateway accepts, comma-separated (at least 16 "
         "characters each). Without one the gateway refuses to start, unless dev-no-auth.",
-    )
-    gateway_dev_no_auth: bool = Field(
-        default=False,
-        description="Run the HTTP gateway without authentication (development only).",
     )
     gateway_max_wait_seconds: float = Field(
         default=30.0,
@@ -299,6 +319,23 @@ class Settings(BaseSettings):
                 raise ValueError("CARDS_FLOWER_BASIC_AUTH must be user:password[,user:password…]")
         return self
 
+    def __repr_args__(self) -> Any:
+        # URLs may carry a password (redis://:password@host): masked in every repr.
+        for name, value in super().__repr_args__():
+            yield name, mask_url_password(value) if isinstance(value, str) else value
+
+    @property
+    def flower_password_problem(self) -> str | None:
+        """Why a Flower password is too weak (checked by `cards flower`), or None."""
+        if self.flower_basic_auth is None:
+            return None
+        for number, pair in enumerate(self.flower_basic_auth.get_secret_value().split(","), 1):
+            user, _, password = pair.partition(":")
+            problem = weak_password_problem(user, password)
+            if problem:
+                return f"CARDS_FLOWER_BASIC_AUTH entry {number}: {problem}"
+        return None
+
     @property
     def callback_secret_values(self) -> tuple[str, ...]:
         """The callback signing secrets, in order (empty: callbacks are not sent)."""
@@ -316,6 +353,25 @@ class Settings(BaseSettings):
         """One callback countdown at most: the setting, but never past half the visibility
         timeout, or Redis would redeliver the waiting message and send it twice."""
         return max(1, min(self.callback_backoff_max_seconds, self.visibility_timeout_seconds // 2))
+
+
+#: Flower shows every job and can revoke or apply tasks: its password must not be guessable.
+MIN_FLOWER_PASSWORD_LENGTH = 12
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)", re.I)
+
+
+def mask_url_password(text: str) -> str:
+    """``text`` with the password of any URL in it replaced by ``**********``. (Pure.)"""
+    return _URL_PASSWORD.sub(r"\g<head>**********", text)
+
+
+def weak_password_problem(user: str, password: str) -> str | None:
+    """Why ``password`` is too weak for Flower, or None. (Pure.)"""
+    if len(password) < MIN_FLOWER_PASSWORD_LENGTH:
+        return f"the password must be at least {MIN_FLOWER_PASSWORD_LENGTH} characters"
+    if len(set(password)) < 6 or user.lower() in password.lower():
+        return "the password must not repeat the user name or a few characters"
+    return None
 
 
 @lru_cache(maxsize=1)

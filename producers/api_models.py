@@ -37,7 +37,8 @@ CUSTOMER_PATTERN: Final = r"^cus_[A-Za-z0-9]+$"
 DEFAULT_SOURCE_PATTERN: Final = r"^(card|src|pm)_[A-Za-z0-9]+$"
 ASSIGN_SOURCE_PATTERN: Final = r"^(tok|src)_[A-Za-z0-9]+$"
 ACCOUNT_PATTERN: Final = r"^acct_[A-Za-z0-9]+$"
-JOB_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+#: Not ending with a derived id's suffix (``:g<digits>``, ``:callback``).
+JOB_ID_PATTERN: Final = r"^(?!.*:(g[0-9]+|callback)$)[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 HTTP_URL_PATTERN: Final = r"^https?://"
 
 _USER_ID = Field(
@@ -51,9 +52,14 @@ _JOB_ID = Field(
     pattern=JOB_ID_PATTERN,
     max_length=MAX_JOB_ID_LENGTH,
     description="The job's id and the root of its idempotency key; a UUID if omitted. "
-    "Reusing one re-runs that job.",
+    "Sending it again with the same API key's tenant and the same fields is the same job; "
+    "anything else is a 409.",
 )
-_REQUESTED_AT = Field(default=None, description="When the caller asked; stamped if omitted.")
+_REQUESTED_AT = Field(
+    default=None,
+    description="When the caller asked; stamped if omitted. At most CARDS_MAX_CLOCK_SKEW_SECONDS "
+    "in the future and CARDS_MAX_JOB_AGE_SECONDS in the past.",
+)
 _STRIPE_ACCOUNT = Field(
     default=None,
     pattern=ACCOUNT_PATTERN,
@@ -65,7 +71,7 @@ _STRIPE_ACCOUNT = Field(
 class SetDefaultCardRequest(BaseModel):
     """The seed's body, plus the job's optional fields."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
     userId: str = _USER_ID
     default_source: str = Field(
@@ -89,7 +95,7 @@ class SetDefaultCardRequest(BaseModel):
 class AssignCardRequest(BaseModel):
     """Attach a card to a customer from a token (``tok_…``) or a card source (``src_…``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
     userId: str = _USER_ID
     source: str = Field(

@@ -150,6 +150,9 @@ def flower(
 ) -> None:
     """Run Flower on this broker (`celery -A worker flower`) behind basic auth."""
     auth = get_settings().flower_basic_auth
+    weak = get_settings().flower_password_problem
+    if weak is not None:
+        _fail(weak, EXIT_BAD_INPUT)
     env = dict(os.environ)
     if auth is not None:
         # Through the environment, so the password is not on a command line `ps` shows.
@@ -181,7 +184,8 @@ def gateway(
     dev_no_auth: Annotated[
         bool,
         typer.Option(
-            "--dev-no-auth", help="Serve without API keys (development only; never expose)."
+            "--dev-no-auth",
+            help="Serve without API keys (development only; a loopback --host only).",
         ),
     ] = False,
 ) -> None:

@@ -19,7 +19,7 @@ from cards.companion_jobs import (
 )
 from cards.redaction import event_reprs
 from cards.settings import get_settings
-from producers.jobs import producer_app
+from producers.jobs import check_request_time, producer_app
 
 __all__ = ["enqueue_assign_card", "enqueue_companion_job", "enqueue_list_cards"]
 
@@ -27,8 +27,10 @@ __all__ = ["enqueue_assign_card", "enqueue_companion_job", "enqueue_list_cards"]
 def enqueue_companion_job(job: AssignCardJob | ListCardsJob, app: Celery | None = None) -> str:
     """Send a validated companion job by task name; its job id.
 
-    Task events (Flower) show the job id, not the fields.
+    Raises :class:`~cards.jobs.InvalidJob` (nothing is sent) if its requested_at
+    is refused. Task events (Flower) show the job id, not the fields.
     """
+    check_request_time(job)
     task = ASSIGN_TASK_NAME if isinstance(job, AssignCardJob) else LIST_TASK_NAME
     job = job.stamped()
     job_id = job.job_id

@@ -22,7 +22,7 @@ __all__ = ["dead_letter_store", "replay_dead_letters"]
 
 
 def dead_letter_store() -> DeadLetterStore:
-    return DeadLetterStore.from_url(get_settings().job_state_url)
+    return DeadLetterStore.from_settings(get_settings())
 
 
 def replay_dead_letters(

@@ -21,6 +21,8 @@ key (:mod:`producers.auth`); ``/healthz`` and ``/openapi.json`` do not.
 from __future__ import annotations
 
 import asyncio
+import copy
+import ipaddress
 import json
 import logging
 import sys
@@ -42,24 +44,51 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cards.companion_jobs import AssignCardJob, ListCardsJob, validate_assign_job, validate_list_job
+from cards.companion_jobs import (
+    ASSIGN_TASK_NAME,
+    LIST_TASK_NAME,
+    AssignCardJob,
+    ListCardsJob,
+    validate_assign_job,
+    validate_list_job,
+)
+from cards.deadletters import is_dead_letter
 from cards.envelope import Envelope
-from cards.jobs import InvalidJob, SetDefaultCardJob, check_job_id, check_stripe_id, validate_job
+from cards.jobs import (
+    TASK_NAME,
+    InvalidJob,
+    SetDefaultCardJob,
+    check_job_id,
+    check_stripe_id,
+    validate_job,
+)
 from cards.settings import Settings, get_settings
 from producers import api_models as models
-from producers.auth import ApiKeys, InvalidApiKeys
+from producers.auth import ApiKeys, Caller, InvalidApiKeys, Scope
 from producers.companion import enqueue_companion_job
 from producers.http_errors import (
     BAD_REQUEST,
+    CONFLICT,
+    FORBIDDEN,
     GATEWAY_TIMEOUT,
+    NOT_FOUND,
     PAYLOAD_TOO_LARGE,
     UNAUTHORIZED,
     UNAVAILABLE,
     error_body,
     status_for,
 )
-from producers.jobs import ResultNotReady, Unreachable, check_connections, enqueue_job, get_result
+from producers.jobs import (
+    ResultNotReady,
+    Unreachable,
+    check_callback_url,
+    check_connections,
+    check_request_time,
+    enqueue_job,
+    get_result,
+)
 from producers.jobs import producer_app as default_producer_app
+from producers.ownership import Claim, ClaimOutcome, JobOwners, job_digest
 
 __all__ = ["GatewayConfigError", "create_app", "public_state", "serve"]
 
@@ -177,28 +206,84 @@ def _checked(check: Callable[[], object]) -> None:
         raise GatewayError(BAD_REQUEST, f"invalid request: {exc}") from None
 
 
-class _Jobs:
-    """Enqueue jobs and read their results, off the event loop."""
+AnyJob = SetDefaultCardJob | AssignCardJob | ListCardsJob
 
-    def __init__(self, app: Celery, max_wait: float) -> None:
+
+def _task_name(job: AnyJob) -> str:
+    if isinstance(job, SetDefaultCardJob):
+        return TASK_NAME
+    return ASSIGN_TASK_NAME if isinstance(job, AssignCardJob) else LIST_TASK_NAME
+
+
+def _job_id_taken(job_id: str) -> GatewayError:
+    return GatewayError(
+        CONFLICT,
+        f"job_id {job_id} is already used by another request (another API key, other "
+        "fields, or another kind of job); nothing was changed: send a new job_id",
+        {"kind": "idempotency_conflict", "param": "job_id"},
+    )
+
+
+class _Jobs:
+    """Enqueue jobs and read their results, off the event loop.
+
+    A job id is claimed for its tenant and fields (:mod:`producers.ownership`)
+    before anything is sent, read or deleted: a repeat by the same tenant with
+    the same fields is the same job (sent again only if it never reached the
+    queue, or ended a dead letter); anything else is a 409 that changes nothing.
+    """
+
+    def __init__(self, app: Celery, max_wait: float, owners: JobOwners) -> None:
         self.app = app
         self.max_wait = max_wait
+        self.owners = owners
 
-    async def enqueue(
-        self, job: SetDefaultCardJob | AssignCardJob | ListCardsJob, *, reused_id: bool
-    ) -> str:
-        def send() -> str:
-            if reused_id and job.job_id is not None:
-                # A result left by an earlier run of this job id would be read as
-                # this run's answer; the job's idempotency key makes the re-run safe.
-                AsyncResult(job.job_id, app=self.app).forget()
-            if isinstance(job, SetDefaultCardJob):
-                return enqueue_job(job, self.app)
-            return enqueue_companion_job(job, self.app)
+    def _send(self, job: AnyJob) -> None:
+        if isinstance(job, SetDefaultCardJob):
+            enqueue_job(job, self.app)
+        else:
+            enqueue_companion_job(job, self.app)
 
+    def _submit(self, job: AnyJob, tenant: str) -> str:
+        if isinstance(job, SetDefaultCardJob):
+            check_callback_url(job)
+        check_request_time(job)
+        claim = Claim(tenant, job_digest(_task_name(job), job.to_task_kwargs()))
+        stamped = job.stamped()
+        job_id = stamped.job_id
+        assert job_id is not None  # stamped() always sets it
+        outcome, stored = self.owners.claim(job_id, claim)
+        if outcome is ClaimOutcome.CONFLICT:
+            raise _job_id_taken(job_id)
+        if outcome is ClaimOutcome.NEW:
+            if job.job_id is not None and AsyncResult(job_id, app=self.app).state != states.PENDING:
+                # A job sent by another producer, not through the gateway: not ours to touch.
+                self.owners.release(job_id, claim)
+                raise _job_id_taken(job_id)
+        elif stored.sent:
+            if not self._ended_as_dead_letter(job_id):
+                return job_id  # the same job, queued or done: nothing to send
+            # Its own job's transient failure: run it again (the same idempotency key).
+            AsyncResult(job_id, app=self.app).forget()
         try:
-            job_id: str = await run_in_threadpool(send)
-        except InvalidJob as exc:  # a callback_url the destination rules refuse
+            self._send(stamped)
+        except BaseException:
+            if outcome is ClaimOutcome.NEW:
+                self.owners.release(job_id, claim)
+            raise
+        self.owners.mark_sent(job_id, claim)
+        return job_id
+
+    def _ended_as_dead_letter(self, job_id: str) -> bool:
+        try:
+            return is_dead_letter(get_result(job_id, 0, app=self.app))
+        except ResultNotReady:
+            return False
+
+    async def enqueue(self, job: AnyJob, caller: Caller) -> str:
+        try:
+            job_id: str = await run_in_threadpool(self._submit, job, caller.tenant)
+        except InvalidJob as exc:  # a callback_url or requested_at the rules refuse
             raise _invalid(exc) from None
         except (*_BROKER_ERRORS, RuntimeError) as exc:
             # Celery's Redis result backend subscribes to the job's result before
@@ -229,8 +314,10 @@ class _Jobs:
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, POLL_MAX_SECONDS)
 
-    async def state(self, job_id: str) -> tuple[str, Envelope | None]:
+    async def state(self, job_id: str, caller: Caller) -> tuple[str, Envelope | None]:
         def read() -> tuple[str, Envelope | None]:
+            if not caller.reads(self.owners.owner(job_id)):
+                raise GatewayError(NOT_FOUND, f"no job {job_id} for this API key")
             celery_state = AsyncResult(job_id, app=self.app).state
             if celery_state not in states.READY_STATES:
                 return celery_state, None
@@ -257,11 +344,12 @@ def _envelope_response(envelope: Mapping[str, Any]) -> JSONResponse:
 async def _answer(
     request: Request,
     jobs: _Jobs,
-    job: SetDefaultCardJob | AssignCardJob | ListCardsJob,
+    job: AnyJob,
     wait: float | None,
+    caller: Caller,
 ) -> JSONResponse:
     """Queue ``job``; answer 202 at once, or its envelope (or 504) after waiting."""
-    job_id = await jobs.enqueue(job.stamped(), reused_id=job.job_id is not None)
+    job_id = await jobs.enqueue(job, caller)
     handle = {"job_id": job_id, "status_url": _status_url(request, job_id)}
     if not wait:
         return JSONResponse(
@@ -321,32 +409,51 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
-def _auth_dependency(settings: Settings) -> Callable[..., Awaitable[None]]:
+#: Who calls when the gateway runs with --dev-no-auth: one tenant that may do everything.
+DEV_CALLER: Final = Caller("dev", frozenset(Scope))
+
+
+def _auth_dependency(settings: Settings, dev_no_auth: bool) -> Callable[..., Awaitable[Caller]]:
     try:
         keys = ApiKeys.parse(settings.gateway_api_keys)
     except InvalidApiKeys as exc:
         raise GatewayConfigError(str(exc)) from None
-    if not keys and not settings.gateway_dev_no_auth:
+    if not keys and not dev_no_auth:
         raise GatewayConfigError(
             "CARDS_GATEWAY_API_KEYS is not set: the gateway needs at least one API key "
-            "(or --dev-no-auth, for development only)"
+            "(or --dev-no-auth on a loopback --host, for development only)"
         )
 
-    async def require_api_key(credentials: BearerKey) -> None:
-        if settings.gateway_dev_no_auth:
-            return
+    async def require_api_key(credentials: BearerKey) -> Caller:
+        if dev_no_auth:
+            return DEV_CALLER
         if credentials is None:
             raise GatewayError(
                 UNAUTHORIZED, "an API key is required", headers={"WWW-Authenticate": "Bearer"}
             )
-        if not keys.accepts(credentials.credentials):
+        caller = keys.caller(credentials.credentials)
+        if caller is None:
             raise GatewayError(
                 UNAUTHORIZED,
                 "the API key is not valid",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
+        return caller
 
     return require_api_key
+
+
+def _scoped(
+    require_api_key: Callable[..., Awaitable[Caller]], scope: Scope
+) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the caller, if its key holds ``scope``; else 403."""
+
+    async def require_scope(caller: Caller = Depends(require_api_key)) -> Caller:  # noqa: B008
+        if not caller.may(scope):
+            raise GatewayError(FORBIDDEN, f"this API key does not hold the {scope.value} scope")
+        return caller
+
+    return require_scope
 
 
 def _responses(*statuses: int, ok: type | None = None) -> dict[int | str, dict[str, Any]]:
@@ -367,6 +474,7 @@ def _responses(*statuses: int, ok: type | None = None) -> dict[int | str, dict[s
 _JOB_FAILURES: Final = (
     HTTPStatus.BAD_REQUEST,
     HTTPStatus.UNAUTHORIZED,
+    HTTPStatus.FORBIDDEN,
     HTTPStatus.PAYMENT_REQUIRED,
     HTTPStatus.NOT_FOUND,
     HTTPStatus.CONFLICT,
@@ -430,13 +538,20 @@ class _GatewayApp(FastAPI):
         return self.openapi_schema
 
 
-def create_app(settings: Settings, celery_app: Celery | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    celery_app: Celery | None = None,
+    *,
+    owners: JobOwners | None = None,
+    dev_no_auth: bool = False,
+) -> FastAPI:
     """The gateway's ASGI app; :class:`GatewayConfigError` if it must not start.
 
     ``celery_app`` (the producers' app by default) gets a short result backend
-    retry policy: see :data:`BACKEND_RETRY_POLICY`.
+    retry policy: see :data:`BACKEND_RETRY_POLICY`. ``owners`` (Redis at
+    ``CARDS_STATE_REDIS_URL`` by default) holds the job-id claims.
     """
-    require_api_key = _auth_dependency(settings)
+    require_api_key = _auth_dependency(settings, dev_no_auth)
     celery = celery_app or default_producer_app()
     celery.conf.result_backend_transport_options = {
         **(celery.conf.result_backend_transport_options or {}),
@@ -445,7 +560,16 @@ def create_app(settings: Settings, celery_app: Celery | None = None) -> FastAPI:
     # Workers retry storing results through a Redis restart; a request a person
     # waits on answers 503 at once instead.
     celery.conf.result_backend_always_retry = False
-    jobs = _Jobs(celery, settings.gateway_max_wait_seconds)
+    if owners is None:
+        owners = JobOwners(
+            redis.Redis.from_url(
+                settings.job_state_url,
+                socket_timeout=HEALTH_TIMEOUT_SECONDS,
+                retry_on_timeout=False,
+            ),
+            settings.max_job_age_seconds + settings.result_expires_seconds,
+        )
+    jobs = _Jobs(celery, settings.gateway_max_wait_seconds, owners)
     limit = settings.gateway_max_body_bytes
 
     app = _GatewayApp(
@@ -458,6 +582,9 @@ def create_app(settings: Settings, celery_app: Celery | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     api = APIRouter(prefix="/api", dependencies=[Depends(require_api_key)])
+    may_set_default = _scoped(require_api_key, Scope.DEFAULT)
+    may_assign = _scoped(require_api_key, Scope.ASSIGN)
+    may_list = _scoped(require_api_key, Scope.LIST)
 
     @api.post(
         "/cards/default",
@@ -472,13 +599,17 @@ def create_app(settings: Settings, celery_app: Celery | None = None) -> FastAPI:
         ),
         openapi_extra=_request_body(models.SetDefaultCardRequest),
     )
-    async def set_default_card(request: Request, wait: WaitQuery = None) -> JSONResponse:
+    async def set_default_card(
+        request: Request,
+        wait: WaitQuery = None,
+        caller: Caller = Depends(may_set_default),  # noqa: B008
+    ) -> JSONResponse:
         fields = await read_json_body(request, limit)
         try:
             job = validate_job(fields)
         except InvalidJob as exc:
             raise _invalid(exc) from None
-        return await _answer(request, jobs, job, wait)
+        return await _answer(request, jobs, job, wait, caller)
 
     @api.post(
         "/cards/assign",
@@ -493,13 +624,17 @@ def create_app(settings: Settings, celery_app: Celery | None = None) -> FastAPI:
         ),
         openapi_extra=_request_body(models.AssignCardRequest),
     )
-    async def assign_card(request: Request, wait: WaitQuery = None) -> JSONResponse:
+    async def assign_card(
+        request: Request,
+        wait: WaitQuery = None,
+        caller: Caller = Depends(may_assign),  # noqa: B008
+    ) -> JSONResponse:
         fields = await read_json_body(request, limit)
         try:
             job = validate_assign_job(fields)
         except InvalidJob as exc:
             raise _invalid(exc) from None
-        return await _answer(request, jobs, job, wait)
+        return await _answer(request, jobs, job, wait, caller)
 
     @api.get(
         "/cards/{customerId}",
@@ -513,6 +648,7 @@ def create_app(settings: Settings, celery_app: Celery | None = None) -> FastAPI:
         customerId: CustomerIdPath,  # the seed's name for it
         stripe_account: AccountQuery = None,
         wait: ListWaitQuery = None,
+        caller: Caller = Depends(may_list),  # noqa: B008
     ) -> JSONResponse:
         _checked(lambda: check_stripe_id(customerId, "customerId", ("cus_",)))
         fields: dict[str, str] = {"userId": customerId}
@@ -522,21 +658,22 @@ def create_app(settings: Settings, celery_app: Celery | None = None) -> FastAPI:
             job = validate_list_job(fields)
         except InvalidJob as exc:
             raise _invalid(exc) from None
-        return await _answer(request, jobs, job, jobs.max_wait if wait is None else wait)
+        return await _answer(request, jobs, job, jobs.max_wait if wait is None else wait, caller)
 
     @api.get(
         "/jobs/{job_id}",
         summary="A job's state, and its envelope once done",
         responses={
             HTTPStatus.OK: {"model": models.JobStatus, "description": "The job's state."},
-            **_responses(BAD_REQUEST, UNAUTHORIZED, UNAVAILABLE),
+            **_responses(BAD_REQUEST, UNAUTHORIZED, NOT_FOUND, UNAVAILABLE),
         },
     )
     async def job_status(
         job_id: JobIdPath,
+        caller: Caller = Depends(require_api_key),  # noqa: B008
     ) -> JSONResponse:
         _checked(lambda: check_job_id(job_id))
-        state, envelope = await jobs.state(job_id)
+        state, envelope = await jobs.state(job_id, caller)
         return JSONResponse(
             {
                 "status": True,
@@ -575,16 +712,54 @@ def create_app(settings: Settings, celery_app: Celery | None = None) -> FastAPI:
     return app
 
 
+class _NoQueryStrings(logging.Filter):
+    """Drop the query string from uvicorn's access log lines: a key or a customer id
+    sent there must not land in a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration, its access log without query strings."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["no_query"] = {"()": _NoQueryStrings}
+    config["handlers"]["access"]["filters"] = ["no_query"]
+    return config
+
+
+def is_loopback_host(host: str) -> bool:
+    """Does ``--host`` listen on loopback only? (Pure.)"""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(host: str, port: int, *, dev_no_auth: bool = False) -> None:
-    """Run the gateway on uvicorn until SIGINT/SIGTERM; :class:`GatewayConfigError` if refused."""
+    """Run the gateway on uvicorn until SIGINT/SIGTERM; :class:`GatewayConfigError` if refused.
+
+    ``dev_no_auth`` (the command line's ``--dev-no-auth``, never a setting) serves
+    without keys, and only on a loopback ``host``.
+    """
     import uvicorn
 
-    settings = get_settings()
+    if dev_no_auth and not is_loopback_host(host):
+        raise GatewayConfigError(
+            "--dev-no-auth serves without keys, so only on a loopback --host (127.0.0.1, ::1)"
+        )
+    app = create_app(get_settings(), dev_no_auth=dev_no_auth)
     if dev_no_auth:
-        settings = settings.model_copy(update={"gateway_dev_no_auth": True})
-    app = create_app(settings)
-    if settings.gateway_dev_no_auth:
         sys.stderr.write(
             "warning: the gateway runs WITHOUT authentication (dev-no-auth); never expose it\n"
         )
-    uvicorn.run(app, host=host, port=port, server_header=False, log_level="info")
+    uvicorn.run(
+        app, host=host, port=port, server_header=False, log_level="info", log_config=_log_config()
+    )

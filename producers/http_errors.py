@@ -23,7 +23,10 @@ from cards.envelope import ErrorKind
 
 __all__ = [
     "BAD_REQUEST",
+    "CONFLICT",
+    "FORBIDDEN",
     "GATEWAY_TIMEOUT",
+    "NOT_FOUND",
     "PAYLOAD_TOO_LARGE",
     "STATUS_BY_KIND",
     "UNAUTHORIZED",
@@ -50,6 +53,9 @@ UNKNOWN_KIND_STATUS: Final = HTTPStatus.BAD_GATEWAY
 
 BAD_REQUEST: Final = HTTPStatus.BAD_REQUEST  # malformed JSON, wrong content type, bad field
 UNAUTHORIZED: Final = HTTPStatus.UNAUTHORIZED  # no or unknown bearer API key
+FORBIDDEN: Final = HTTPStatus.FORBIDDEN  # the key does not hold the route's scope
+NOT_FOUND: Final = HTTPStatus.NOT_FOUND  # no such job for this key (or another tenant's)
+CONFLICT: Final = HTTPStatus.CONFLICT  # the job_id is another request's
 PAYLOAD_TOO_LARGE: Final = HTTPStatus.REQUEST_ENTITY_TOO_LARGE  # body over the limit
 UNAVAILABLE: Final = HTTPStatus.SERVICE_UNAVAILABLE  # broker or result backend unreachable
 GATEWAY_TIMEOUT: Final = HTTPStatus.GATEWAY_TIMEOUT  # ?wait= ran out; the job goes on

@@ -7,9 +7,9 @@ a client-only Celery app configured from ``celeryconfig``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
@@ -17,7 +17,7 @@ from celery.result import AsyncResult
 
 from cards.destinations import RefusedDestination, check_destination
 from cards.envelope import Envelope, ErrorKind, failure
-from cards.jobs import TASK_NAME, InvalidJob, SetDefaultCardJob, validate_job
+from cards.jobs import TASK_NAME, InvalidJob, SetDefaultCardJob, check_requested_at, validate_job
 from cards.messaging import celery_app
 from cards.redaction import event_reprs
 from cards.settings import get_settings
@@ -29,6 +29,7 @@ __all__ = [
     "build_job",
     "check_callback_url",
     "check_connections",
+    "check_request_time",
     "enqueue_job",
     "enqueue_set_default_card",
     "get_result",
@@ -108,12 +109,35 @@ def check_callback_url(job: SetDefaultCardJob) -> None:
         raise InvalidJob([str(exc)], ["callback_url"]) from None
 
 
+class _Requested(Protocol):
+    @property
+    def requested_at(self) -> datetime | None: ...
+
+
+def check_request_time(job: _Requested, now: datetime | None = None) -> None:
+    """:class:`InvalidJob` if the job's requested_at is further in the future than the
+    clock skew allows (``CARDS_MAX_CLOCK_SKEW_SECONDS``) or older than the job age limit."""
+    if job.requested_at is None:
+        return
+    settings = get_settings()
+    try:
+        check_requested_at(
+            job.requested_at,
+            now or datetime.now(UTC),
+            max_age_seconds=settings.max_job_age_seconds,
+            max_skew_seconds=settings.max_clock_skew_seconds,
+        )
+    except ValueError as exc:
+        raise InvalidJob([str(exc)], ["requested_at"]) from None
+
+
 def enqueue_job(job: SetDefaultCardJob, app: Celery | None = None) -> str:
     """Send a validated job by task name, with its job id as the Celery task id.
 
-    Raises :class:`InvalidJob` (nothing is sent) if its callback_url is refused.
-    Task events (Flower) show the job id, not the fields.
+    Raises :class:`InvalidJob` (nothing is sent) if its callback_url or its
+    requested_at is refused. Task events (Flower) show the job id, not the fields.
     """
+    check_request_time(job)
     job = job.stamped()
     job_id = job.job_id
     assert job_id is not None  # stamped() always sets it

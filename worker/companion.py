@@ -39,6 +39,7 @@ from cards.companion_jobs import (
     validate_list_job,
 )
 from cards.envelope import Envelope
+from cards.redaction import redact_source
 from worker.app import app
 from worker.execution import Delivery, execute
 from worker.gateway import StripeGateway
@@ -89,18 +90,27 @@ def list_attempt(
     return gateway.list_cards(job.userId, job.stripe_account)
 
 
+def _assigned(card: dict[str, Any], minimal: bool) -> Envelope:
+    return assigned(redact_source(card, minimal))
+
+
+def _listed(cards: list[dict[str, Any]], minimal: bool) -> CardList:
+    return listed([redact_source(card, minimal) for card in cards])
+
+
 def _attempting(
     attempt: Callable[[StripeGateway, JobT, str, int], AnswerT],
-    on_success: Callable[[AnswerT], ResultT],
+    on_success: Callable[[AnswerT, bool], ResultT],
 ) -> Callable[[JobT, str, Delivery], ResultT | Envelope | RetryLater]:
-    """One attempt of a companion job through the process's shared runner."""
+    """One attempt of a companion job through the process's shared runner; its answer
+    kept as CARDS_MINIMAL_DATA says, never with a secret."""
 
     def run(job: JobT, job_id: str, delivery: Delivery) -> ResultT | Envelope | RetryLater:
         shared = process_runner()
         return shared.run_attempt(
             job_id,
             lambda generation: attempt(shared.gateway, job, job_id, generation),
-            on_success,
+            lambda answer: on_success(answer, shared.minimal_data),
             first_delivery=delivery.first,
             budget=shared.budget(delivery.queue, job.stripe_account),
         )
@@ -111,7 +121,7 @@ def _attempting(
 @app.task(name=ASSIGN_TASK_NAME, bind=True, max_retries=None, Request=EnvelopeRequest)
 def assign_card(self: celery.Task[Any, Envelope], *args: Any, **fields: Any) -> Envelope:
     """Attach a card to a customer; data ``{"cardId", "card"}``."""
-    return execute(self, args, fields, validate_assign_job, _attempting(assign_attempt, assigned))
+    return execute(self, args, fields, validate_assign_job, _attempting(assign_attempt, _assigned))
 
 
 @app.task(name=LIST_TASK_NAME, bind=True, max_retries=None, Request=EnvelopeRequest)
@@ -119,4 +129,4 @@ def list_cards(
     self: celery.Task[Any, Envelope | CardList], *args: Any, **fields: Any
 ) -> Envelope | CardList:
     """List a customer's cards; data is the list."""
-    return execute(self, args, fields, validate_list_job, _attempting(list_attempt, listed))
+    return execute(self, args, fields, validate_list_job, _attempting(list_attempt, _listed))

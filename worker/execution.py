@@ -14,12 +14,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import celery
 
 from cards.envelope import Envelope, ErrorKind, failure
-from cards.jobs import InvalidJob
+from cards.jobs import InvalidJob, check_requested_at
 from cards.redaction import event_reprs
 from cards.settings import get_settings
 from worker.metrics import JOB_OUTCOMES, JOB_RETRIES
@@ -44,6 +45,9 @@ class Delivery:
 class Job(Protocol):
     @property
     def job_id(self) -> str | None: ...
+
+    @property
+    def requested_at(self) -> datetime | None: ...
 
     @property
     def userId(self) -> str: ...
@@ -90,6 +94,23 @@ def delivery_of(task: celery.Task[Any, Any]) -> Delivery:
     )
 
 
+def _from_the_future(job: Job) -> InvalidJob | None:
+    """Refuse a requested_at beyond the clock skew: as the newest request, it would
+    supersede every later request for its customer. (Too old is the runner's: stale.)"""
+    if job.requested_at is None:
+        return None
+    try:
+        check_requested_at(
+            job.requested_at,
+            datetime.now(UTC),
+            max_age_seconds=float("inf"),
+            max_skew_seconds=get_settings().max_clock_skew_seconds,
+        )
+    except ValueError as exc:
+        return InvalidJob([str(exc)], ["requested_at"])
+    return None
+
+
 def run_job(
     task_name: str,
     job_id: str,
@@ -111,6 +132,9 @@ def run_job(
     outcome: ResultT | Envelope | RetryLater
     try:
         job = validate(fields)
+        refused = _from_the_future(job)
+        if refused is not None:
+            raise refused
     except InvalidJob as exc:
         outcome = failure(str(exc), ErrorKind.INVALID_JOB, param=exc.fields[0])
     else:

@@ -34,7 +34,7 @@ import redis
 from cards.envelope import Envelope, ErrorKind, failure, success
 from cards.jobs import SetDefaultCardJob, TargetField
 from cards.ratelimits import RateTable, limit_for
-from cards.redaction import minimal_customer
+from cards.redaction import redact_customer
 from worker.errors import Misconfigured, PermanentError, StripeRateLimited, TransientError
 from worker.gateway import StripeGateway
 from worker.idempotency import idempotency_key
@@ -267,7 +267,7 @@ class SetDefaultCardRunner(JobRunner):
         return other
 
     def _success(self, customer: dict[str, Any]) -> Envelope:
-        return success(minimal_customer(customer) if self.minimal_data else customer)
+        return success(redact_customer(customer, self.minimal_data))
 
     def run(
         self,

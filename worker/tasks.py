@@ -82,7 +82,7 @@ def runner() -> SetDefaultCardRunner:
 
 @per_process
 def dead_letters() -> DeadLetterStore:
-    return DeadLetterStore.from_url(get_settings().job_state_url)
+    return DeadLetterStore.from_settings(get_settings())
 
 
 def _keep_dead_letter(job_id: str, job: SetDefaultCardJob, envelope: Envelope) -> None:

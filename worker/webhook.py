@@ -10,10 +10,11 @@ proxies from the environment are ignored, keep-alive is off, and the response
 body is never read.
 
 The rules are :mod:`cards.destinations`' own: its table is drawbridge's
-blocklist, its allowlist drawbridge's ``ip_allowlist``. An allowlisted host
-*name* gets a policy that allows private addresses (but never a cloud
-metadata address). Every port is allowed: the address rules are what keep
-callbacks out of the internal network.
+blocklist, its allowlist drawbridge's ``ip_allowlist``, per port: a URL's
+port picks the client whose ``ip_allowlist`` holds the networks allowlisted
+at that port. An allowlisted host *name* and port gets a policy that allows
+private addresses (but never a cloud metadata address). Any port of a public
+address is allowed: the address rules keep callbacks out of the internal network.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cards.destinations import (
     METADATA_ADDRESSES,
     Allowlist,
     Network,
+    default_port,
     normalize_host,
     refusal,
 )
@@ -71,25 +73,31 @@ class CallbackSender:
     def __init__(self, allowlist: Allowlist, timeout: float = CALLBACK_TIMEOUT_SECONDS) -> None:
         self._allowlist = allowlist
         blocked = frozenset(network for network, _ in BLOCKED_NETWORKS) | _METADATA_NETWORKS
-        self._strict = drawbridge.SyncClient(
-            _policy(
-                allow_private=False,
-                allowed=frozenset(allowlist.networks),
-                blocked=blocked,
-                timeout=timeout,
+
+        def strict(allowed: frozenset[Network]) -> drawbridge.SyncClient:
+            return drawbridge.SyncClient(
+                _policy(allow_private=False, allowed=allowed, blocked=blocked, timeout=timeout)
             )
-        )
+
+        self._strict = strict(frozenset())
+        self._strict_at = {
+            port: strict(allowlist.networks_at(port)) for port in {p for _, p in allowlist.networks}
+        }
         self._named = drawbridge.SyncClient(
             _policy(allow_private=True, blocked=_METADATA_NETWORKS, timeout=timeout)
         )
 
     def close(self) -> None:
-        self._strict.close()
-        self._named.close()
+        for client in (self._strict, self._named, *self._strict_at.values()):
+            client.close()
 
     def _client_for(self, url: str) -> drawbridge.SyncClient:
-        host = normalize_host(httpx.URL(url).host)
-        return self._named if self._allowlist.allows_host(host) else self._strict
+        parsed = httpx.URL(url)
+        host = normalize_host(parsed.host)
+        port = parsed.port or default_port(parsed.scheme)
+        if self._allowlist.allows_host(host, port):
+            return self._named
+        return self._strict_at.get(port, self._strict)
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptOutcome:
         try:

@@ -39,11 +39,17 @@ from harness.chaos import (
     run_restartable_redis,
     wait_for_envelopes,
 )
-from harness.processes import CeleryWorker, client_app, free_port, start_worker, wait_for
+from harness.processes import CeleryWorker, client_app, start_worker, wait_for
 from harness.receiver import run_receiver
 from producers import enqueue_set_default_card, get_callback_status, verify_callback
 from stripe_emulator.process import EmulatorProcess, run_emulator
-from tests.integration.conftest import API_KEY, CALLBACK_SECRETS, worker_env
+from tests.integration.conftest import (
+    API_KEY,
+    CALLBACK_SECRETS,
+    RECEIVER_ALLOWED,
+    RECEIVER_PORT,
+    worker_env,
+)
 
 #: Redis redelivers a dead worker's job after this; twice the longest retry countdown.
 VISIBILITY_TIMEOUT = 5
@@ -514,7 +520,7 @@ def r3_stripe_faults(workdir: Path, *, jobs: int, timeout: float = 300) -> Outco
 def producer_allows_loopback() -> Iterator[None]:
     """This process enqueues callbacks to 127.0.0.1: its settings must allow it."""
     before = os.environ.get("CARDS_CALLBACK_ALLOWED_HOSTS")
-    os.environ["CARDS_CALLBACK_ALLOWED_HOSTS"] = "127.0.0.1"
+    os.environ["CARDS_CALLBACK_ALLOWED_HOSTS"] = RECEIVER_ALLOWED
     get_settings.cache_clear()
     try:
         yield
@@ -555,7 +561,7 @@ def r4_receiver_down(
     ):
         pairs = seed(running.emulator, jobs)
         running.start_all(["r4-a", "r4-b"])
-        port = free_port()  # nothing listens there until the receiver comes up
+        port = RECEIVER_PORT  # nothing listens there until the receiver comes up
         url = f"http://127.0.0.1:{port}/chaos"
         started = time.monotonic()
         sent = enqueue_all(running, pairs, callback_url=url)

@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from harness.processes import BIN, CeleryWorker, RedisServer, client_app, run_redis, run_worker
+from harness.processes import (
+    BIN,
+    CeleryWorker,
+    RedisServer,
+    client_app,
+    free_port,
+    run_redis,
+    run_worker,
+)
 from stripe_emulator.process import EmulatorProcess, run_emulator
 
 API_KEY = "sk_test_integration_0123456789"
@@ -29,6 +37,10 @@ CALLBACK_SECRETS = (
     "whsec_" + base64.b64encode(b"integration-callback-secret-old-0123456789").decode(),
     "whsec_" + base64.b64encode(b"integration-callback-secret-new-0123456789").decode(),
 )
+#: The port the tests' callback receivers listen on: allowlisted, with its host, for
+#: the session's workers and producers (an allowlist entry names a port).
+RECEIVER_PORT = free_port()
+RECEIVER_ALLOWED = f"127.0.0.1:{RECEIVER_PORT}"
 #: Callback attempts per delivery in the session worker (1 s apart).
 CALLBACK_MAX_ATTEMPTS = 4
 
@@ -44,7 +56,7 @@ def worker_env(redis_url: str, emulator_url: str, **overrides: str) -> dict[str,
         "CARDS_RETRY_BACKOFF_MAX_SECONDS": "2",
         "CARDS_RETRY_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
         "CARDS_CALLBACK_SECRETS": ",".join(CALLBACK_SECRETS),
-        "CARDS_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",  # the tests' receiver
+        "CARDS_CALLBACK_ALLOWED_HOSTS": RECEIVER_ALLOWED,  # the tests' receiver
         "CARDS_CALLBACK_BACKOFF_SECONDS": "1",
         "CARDS_CALLBACK_BACKOFF_MAX_SECONDS": "1",
         "CARDS_CALLBACK_MAX_ATTEMPTS": str(CALLBACK_MAX_ATTEMPTS),

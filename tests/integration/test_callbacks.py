@@ -34,6 +34,8 @@ from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import (
     CALLBACK_MAX_ATTEMPTS,
     CALLBACK_SECRETS,
+    RECEIVER_ALLOWED,
+    RECEIVER_PORT,
     applied_writes,
     cards_cli,
 )
@@ -48,14 +50,14 @@ pytestmark = pytest.mark.usefixtures("worker", "producer_allows_loopback")
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[CallbackReceiver]:
-    with run_receiver() as running:
+    with run_receiver(RECEIVER_PORT) as running:
         yield running
 
 
 @pytest.fixture
 def producer_allows_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """This process enqueues too: its settings must allowlist the receiver, as the worker's do."""
-    monkeypatch.setenv("CARDS_CALLBACK_ALLOWED_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("CARDS_CALLBACK_ALLOWED_HOSTS", RECEIVER_ALLOWED)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

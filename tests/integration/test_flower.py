@@ -25,6 +25,7 @@ from cards.settings import get_settings
 from harness.processes import BIN, REPO_ROOT, RedisServer, free_port, wait_for
 from harness.receiver import CallbackReceiver, run_receiver
 from producers import enqueue_set_default_card, get_result
+from tests.integration.conftest import RECEIVER_ALLOWED, RECEIVER_PORT
 
 AUTH = ("ops", "flower-integration-password")
 STARTUP_TIMEOUT = 60
@@ -70,7 +71,7 @@ def flower(redis_server: RedisServer, logs_dir: Path) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def receiver() -> Iterator[CallbackReceiver]:
-    with run_receiver() as running:
+    with run_receiver(RECEIVER_PORT) as running:
         yield running
 
 
@@ -90,7 +91,7 @@ def test_flower_lists_jobs_without_customer_data(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     wait_for(lambda: sees_a_worker(flower), STARTUP_TIMEOUT, "Flower to see the session worker")
-    monkeypatch.setenv("CARDS_CALLBACK_ALLOWED_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("CARDS_CALLBACK_ALLOWED_HOSTS", RECEIVER_ALLOWED)
     get_settings.cache_clear()
     job_ids = [
         enqueue_set_default_card(customer["id"], customer["cards"][1], app=app)

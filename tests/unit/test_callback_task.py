@@ -45,7 +45,7 @@ def use_settings(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
 def test_without_a_secret_nothing_is_sent_and_the_record_says_why(
     monkeypatch: pytest.MonkeyPatch, store: DeliveryStore, receiver: CallbackReceiver
 ) -> None:
-    use_settings(monkeypatch, Settings(callback_allowed_hosts="127.0.0.1"))
+    use_settings(monkeypatch, Settings(callback_allowed_hosts=f"127.0.0.1:{receiver.port}"))
     result = callbacks.deliver_callback("job-1", receiver.url("/hook"), ENVELOPE, time.time())
     assert result == {
         "job_id": "job-1",
@@ -63,7 +63,10 @@ def test_without_a_secret_nothing_is_sent_and_the_record_says_why(
 def test_a_200_is_delivered_signed_and_recorded(
     monkeypatch: pytest.MonkeyPatch, store: DeliveryStore, receiver: CallbackReceiver
 ) -> None:
-    use_settings(monkeypatch, Settings(callback_secrets=SECRET, callback_allowed_hosts="127.0.0.1"))
+    use_settings(
+        monkeypatch,
+        Settings(callback_secrets=SECRET, callback_allowed_hosts=f"127.0.0.1:{receiver.port}"),
+    )
     result = callbacks.deliver_callback("job-2", receiver.url("/hook"), ENVELOPE, time.time())
     assert result == {"job_id": "job-2", "delivered": True, "attempts": 1, "last_error": None}
     [request] = receiver.received("/hook")

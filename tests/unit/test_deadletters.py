@@ -32,8 +32,12 @@ def letter(job_id: str, at: float) -> DeadLetter:
     )
 
 
+def store_of(*, ttl_seconds: int = 3600, max_entries: int = 100) -> DeadLetterStore:
+    return DeadLetterStore(fakeredis.FakeRedis(), ttl_seconds=ttl_seconds, max_entries=max_entries)
+
+
 def test_store_lists_oldest_first_and_removes() -> None:
-    store = DeadLetterStore(fakeredis.FakeRedis())
+    store = store_of()
     store.add(letter("b", 2.0))
     store.add(letter("a", 1.0))
     store.add(letter("c", 3.0))
@@ -44,3 +48,16 @@ def test_store_lists_oldest_first_and_removes() -> None:
     assert len(store) == 2
     assert store.purge() == 2
     assert store.oldest() == []
+
+
+def test_dead_letters_expire_and_are_capped() -> None:
+    store = store_of(ttl_seconds=3600, max_entries=3)
+    store.add(letter("old", 1000.0))
+    store.add(letter("a", 5000.0))  # "old" failed more than an hour before: dropped
+    assert [x.job_id for x in store.oldest()] == ["a"]
+    for number, at in enumerate([5001.0, 5002.0, 5003.0]):
+        store.add(letter(f"b{number}", at))
+    assert [x.job_id for x in store.oldest()] == ["b0", "b1", "b2"]  # the oldest beyond 3 went
+    assert len(store) == 3
+    ttl = store._redis.ttl("cards:dlq:entries")  # noqa: SLF001 - the keys expire too
+    assert 0 < ttl <= 3600

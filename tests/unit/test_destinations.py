@@ -88,13 +88,13 @@ def test_address_table(address: str, reason: str | None) -> None:
 
 def test_allowlist_opens_addresses_but_never_metadata() -> None:
     allowlist = Allowlist.parse("127.0.0.1, 10.1.0.0/16, ::1, receiver.internal.")
-    assert refusal(_ip("127.0.0.1"), allowlist) is None
-    assert refusal(_ip("::ffff:127.0.0.1"), allowlist) is None
-    assert refusal(_ip("::1"), allowlist) is None
-    assert refusal(_ip("10.1.2.3"), allowlist) is None
-    assert refusal(_ip("10.2.0.1"), allowlist) == "a private address"
-    assert refusal(_ip("127.0.0.2"), allowlist) == "a loopback address"
-    assert allowlist.allows_host("RECEIVER.internal")
+    assert refusal(_ip("127.0.0.1"), allowlist, 443) is None
+    assert refusal(_ip("::ffff:127.0.0.1"), allowlist, 80) is None
+    assert refusal(_ip("::1"), allowlist, 443) is None
+    assert refusal(_ip("10.1.2.3"), allowlist, 80) is None
+    assert refusal(_ip("10.2.0.1"), allowlist, 80) == "a private address"
+    assert refusal(_ip("127.0.0.2"), allowlist, 80) == "a loopback address"
+    assert allowlist.allows_host("RECEIVER.internal", 443)
     with pytest.raises(ValueError, match="metadata"):
         Allowlist.parse("169.254.0.0/16")
     with pytest.raises(ValueError, match="metadata"):
@@ -184,15 +184,15 @@ def test_names_are_judged_by_every_address_they_resolve_to() -> None:
 
 
 def test_allowlisted_names_and_addresses_pass() -> None:
-    allowlist = Allowlist.parse("127.0.0.1, receiver.internal")
+    allowlist = Allowlist.parse("127.0.0.1:8080, receiver.internal")
     assert check_destination("http://127.0.0.1:8080/x", allowlist, no_dns) == [_ip("127.0.0.1")]
     # An allowlisted name is not resolved here; the worker checks it (metadata
     # still refused) when it connects.
     assert check_destination("http://receiver.internal/x", allowlist, no_dns) == []
     # localhost is 127.0.0.1 *and* ::1; only one of them is allowlisted.
     with pytest.raises(RefusedDestination, match=r"loopback address \(::1\)"):
-        check_destination("http://localhost/", allowlist, no_dns)
-    named_localhost = Allowlist.parse("localhost")
+        check_destination("http://localhost/", Allowlist.parse("127.0.0.1"), no_dns)
+    named_localhost = Allowlist.parse("localhost:80")
     assert len(check_destination("http://localhost/", named_localhost, no_dns)) == 2
 
 
@@ -211,3 +211,37 @@ def test_blocked_table_covers_drawbridge_and_every_non_global_address() -> None:
         for address in (v4, v6):
             if not address.is_global or address.is_multicast:
                 assert refusal(address) is not None, address
+
+
+@pytest.mark.parametrize(
+    ("entry", "url", "allowed"),
+    [
+        # An entry names its port; without one, only 80 and 443.
+        ("127.0.0.1:8080", "http://127.0.0.1:8080/x", True),
+        ("127.0.0.1:8080", "http://127.0.0.1:6379/x", False),  # Redis on the same host
+        ("127.0.0.1:8080", "http://127.0.0.1:5555/x", False),  # Flower
+        ("127.0.0.1", "http://127.0.0.1/x", True),
+        ("127.0.0.1", "https://127.0.0.1/x", True),
+        ("127.0.0.1", "http://127.0.0.1:6379/x", False),
+        ("10.1.0.0/16:9000", "http://10.1.2.3:9000/x", True),
+        ("10.1.0.0/16:9000", "http://10.1.2.3:8000/x", False),
+        ("[::1]:8443", "https://[::1]:8443/x", True),
+        ("[::1]:8443", "https://[::1]/x", False),
+        ("receiver.internal:8443", "https://receiver.internal:8443/x", True),
+        ("receiver.internal:8443", "http://receiver.internal:6379/x", False),
+    ],
+)
+def test_an_allowlist_entry_opens_its_port_only(entry: str, url: str, allowed: bool) -> None:
+    allowlist = Allowlist.parse(entry)
+    dns = fake_dns({"receiver.internal": ["10.9.9.9"]})
+    if allowed:
+        check_destination(url, allowlist, dns)
+    else:
+        with pytest.raises(RefusedDestination):
+            check_destination(url, allowlist, dns)
+
+
+@pytest.mark.parametrize("entry", ["127.0.0.1:0", "127.0.0.1:70000", "host:port:1", "[::1]:99999"])
+def test_bad_allowlist_ports_are_refused(entry: str) -> None:
+    with pytest.raises(ValueError, match="CARDS_CALLBACK_ALLOWED_HOSTS entry"):
+        Allowlist.parse(entry)

@@ -192,7 +192,13 @@ def test_openapi_documents_no_422_and_no_null_parameters() -> None:
 
 
 def settings(**overrides: Any) -> Settings:
-    return Settings(gateway_api_keys=KEY, gateway_max_body_bytes=BODY_LIMIT, **overrides)
+    """The gateway's settings; its job-id claims (Redis) are unreachable too."""
+    return Settings(
+        gateway_api_keys=KEY,
+        gateway_max_body_bytes=BODY_LIMIT,
+        state_redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        **overrides,
+    )
 
 
 def unreachable_app() -> Celery:
@@ -233,7 +239,7 @@ def test_refuses_to_start_with_a_short_key() -> None:
 
 
 def test_dev_no_auth_serves_without_keys() -> None:
-    app = create_app(Settings(gateway_api_keys=None, gateway_dev_no_auth=True), unreachable_app())
+    app = create_app(Settings(gateway_api_keys=None), unreachable_app(), dev_no_auth=True)
     response = call(app, "POST", "/api/cards/default", json={"userId": "nope"})
     assert_error(response, 400, 'invalid job: userId must start with "cus_"')
 

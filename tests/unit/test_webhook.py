@@ -33,8 +33,9 @@ def receiver() -> Iterator[CallbackReceiver]:
 
 
 @pytest.fixture
-def sender() -> Iterator[CallbackSender]:
-    running = CallbackSender(Allowlist.parse("127.0.0.1, receiver.internal"), timeout=5)
+def sender(receiver: CallbackReceiver) -> Iterator[CallbackSender]:
+    allowlist = Allowlist.parse(f"127.0.0.1:{receiver.port}, receiver.internal")
+    running = CallbackSender(allowlist, timeout=5)
     yield running
     running.close()
 
@@ -92,7 +93,7 @@ def test_dns_rebinding_is_caught_at_send_time(
 ) -> None:
     """The producer saw an allowed address; by send time the name points inside: refused."""
     url = f"http://rebind.test:{receiver.port}/hook"
-    allowlist = Allowlist.parse("127.0.0.1")
+    allowlist = Allowlist.parse(f"127.0.0.1:{receiver.port}")
     network.dns = {"rebind.test": ["127.0.0.1"]}
     assert check_destination(url, allowlist) == [ipaddress.ip_address("127.0.0.1")]
     network.dns = {"rebind.test": ["10.0.0.1"]}
@@ -134,9 +135,11 @@ def test_statuses_and_retry_after_are_reported(
     assert (outcome.status, outcome.retry_after) == (429, "17")
 
 
-def test_no_answer_is_a_connection_error(network: GuardedNetwork, sender: CallbackSender) -> None:
+def test_no_answer_is_a_connection_error(network: GuardedNetwork) -> None:
     port = free_port()  # nothing listens there
+    sender = CallbackSender(Allowlist.parse(f"127.0.0.1:{port}"), timeout=5)
     outcome = sender.post(f"http://127.0.0.1:{port}/hook", BODY, HEADERS)
+    sender.close()
     assert outcome.status is None
     assert outcome.error == "connection failed (ConnectError)"
     assert network.connects == [("127.0.0.1", port)]
