@@ -255,24 +255,31 @@ class _Jobs:
         outcome, stored = self.owners.claim(job_id, claim)
         if outcome is ClaimOutcome.CONFLICT:
             raise _job_id_taken(job_id)
-        if outcome is ClaimOutcome.NEW:
-            if job.job_id is not None and AsyncResult(job_id, app=self.app).state != states.PENDING:
-                # A job sent by another producer, not through the gateway: not ours to touch.
-                self.owners.release(job_id, claim)
-                raise _job_id_taken(job_id)
-        elif stored.sent:
-            if not self._ended_as_dead_letter(job_id):
-                return job_id  # the same job, queued or done: nothing to send
-            # Its own job's transient failure: run it again (the same idempotency key).
-            AsyncResult(job_id, app=self.app).forget()
         try:
+            if not self._send_needed(job, job_id, outcome, stored):
+                return job_id  # the same job, queued or done: nothing to send
             self._send(stamped)
         except BaseException:
-            if outcome is ClaimOutcome.NEW:
+            if outcome is ClaimOutcome.NEW:  # the claim this request made, and nothing sent
                 self.owners.release(job_id, claim)
             raise
         self.owners.mark_sent(job_id, claim)
         return job_id
+
+    def _send_needed(self, job: AnyJob, job_id: str, outcome: ClaimOutcome, stored: Claim) -> bool:
+        """Must this request send its job? A repeat of a sent job sends again only if that
+        job ended a dead letter (a transient failure; the same idempotency key)."""
+        if outcome is ClaimOutcome.NEW:
+            if job.job_id is not None and AsyncResult(job_id, app=self.app).state != states.PENDING:
+                # A job sent by another producer, not through the gateway: not ours to touch.
+                raise _job_id_taken(job_id)
+            return True
+        if not stored.sent:
+            return True  # an earlier request claimed it and died before sending
+        if not self._ended_as_dead_letter(job_id):
+            return False
+        AsyncResult(job_id, app=self.app).forget()  # this tenant's own job, accepted again
+        return True
 
     def _ended_as_dead_letter(self, job_id: str) -> bool:
         try:

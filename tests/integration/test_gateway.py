@@ -23,14 +23,21 @@ import httpx
 import pytest
 
 from cards.envelope import SUCCESS_MESSAGE, ErrorKind, failure
+from cards.jobs import TASK_NAME
+from cards.redaction import without_secrets
 from harness.gateway import GatewayProcess, run_gateway
 from harness.processes import BIN, CeleryWorker, RedisServer, client_app, run_worker, wait_for
+from producers.jobs import get_result
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import applied_writes, customer_writes, worker_env
 from worker.idempotency import ASSIGN_KEY_PREFIX, idempotency_key
 
 KEY = "integration-gateway-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+#: A bare key of another caller (its own tenant), and an operator's admin key.
+OTHER_KEY = "some-other-key-abcdefghij"
+OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
+ADMIN = {"Authorization": "Bearer integration-admin-key-0123456789"}
 #: Redis databases of this module's own workers (the session worker uses 0).
 MISCONFIGURED_DB, SHORT_BUDGET_DB, NO_WORKER_DB = 11, 12, 13
 JOB_TIMEOUT = 30
@@ -39,7 +46,7 @@ JOB_TIMEOUT = 30
 def gateway_env(redis_url: str, emulator_url: str, **overrides: str) -> dict[str, str]:
     return {
         **worker_env(redis_url, emulator_url),
-        "CARDS_GATEWAY_API_KEYS": f"some-other-key-abcdefghij,{KEY}",
+        "CARDS_GATEWAY_API_KEYS": f"{OTHER_KEY},{KEY},ops:admin:integration-admin-key-0123456789",
         **overrides,
     }
 
@@ -88,7 +95,8 @@ def test_wait_answers_exactly_the_seeds_response(
     assert set(body) == {"status", "message", "data"}
     assert body["status"] is True
     assert body["message"] == SUCCESS_MESSAGE
-    assert body["data"] == emulator.admin.get_customer(customer["id"])
+    # The customer as Stripe returns it, but a source's client_secret is never stored.
+    assert body["data"] == without_secrets(emulator.admin.get_customer(customer["id"]))
     assert body["data"]["default_source"] == card
     assert {"id", "object", "email", "name", "sources"} <= set(body["data"])
 
@@ -222,13 +230,74 @@ def test_a_job_id_reused_for_other_fields_is_a_409_and_for_the_same_a_replay(
     first = http.post("/api/cards/default?wait=10", json=job)
     again = http.post("/api/cards/default?wait=10", json=job)
     assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
     assert applied_writes(emulator, idempotency_key("gw-reuse-1")) == 1
     conflict = http.post(
         "/api/cards/default?wait=10", json={**job, "default_source": customer["cards"][0]}
     )
     assert conflict.status_code == 409, conflict.text
     assert conflict.json()["data"]["kind"] == "idempotency_conflict"
+    assert conflict.json()["message"].startswith("job_id gw-reuse-1 is already used by another")
     assert emulator.admin.get_customer(customer["id"])["default_source"] == customer["cards"][1]
+    assert http.get("/api/jobs/gw-reuse-1").json()["data"]["result"] == first.json()
+
+
+def test_another_keys_requests_never_touch_a_job(
+    http: httpx.Client, emulator: EmulatorProcess, customers: list[dict[str, Any]]
+) -> None:
+    """The probe: key B, key A's job id and a refused callback_url once deleted A's result;
+    a valid re-post then replaced it. Now B gets a 400 or a 409 and A's job stands."""
+    customer = customers[2]
+    job_id = "gw-owned-1"
+    job = {"userId": customer["id"], "default_source": customer["cards"][1], "job_id": job_id}
+    first = http.post("/api/cards/default?wait=10", json=job)
+    assert first.status_code == 200, first.text
+    refused = http.post(
+        "/api/cards/default",
+        json={**job, "callback_url": "http://10.0.0.1/hook"},
+        headers=OTHER,
+    )
+    assert refused.status_code == 400, refused.text
+    for body in ({**job, "default_source": customer["cards"][0]}, job):
+        replaced = http.post("/api/cards/default?wait=10", json=body, headers=OTHER)
+        assert replaced.status_code == 409, replaced.text
+        assert replaced.json()["data"] == {"kind": "idempotency_conflict", "param": "job_id"}
+    assert http.get(f"/api/jobs/{job_id}", headers=OTHER).status_code == 404
+    for headers in (AUTH, ADMIN):
+        status = http.get(f"/api/jobs/{job_id}", headers=headers).json()["data"]
+        assert (status["state"], status["result"]) == ("done", first.json())
+    assert emulator.admin.get_customer(customer["id"])["default_source"] == customer["cards"][1]
+    assert applied_writes(emulator, idempotency_key(job_id)) == 1
+
+
+def test_a_far_future_request_never_blocks_its_customer(
+    http: httpx.Client,
+    redis_server: RedisServer,
+    emulator: EmulatorProcess,
+    customers: list[dict[str, Any]],
+) -> None:
+    """A requested_at in 9999 once won every comparison for two days: every later request
+    for the customer, from any key, ended "superseded"."""
+    customer = customers[1]
+    far = {
+        "userId": customer["id"],
+        "default_source": customer["cards"][0],
+        "requested_at": "9999-12-31T23:59:59Z",
+    }
+    refused = http.post("/api/cards/default?wait=10", json=far)
+    assert refused.status_code == 400, refused.text
+    assert "requested_at must not be more than 300 s in the future" in refused.json()["message"]
+    # A raw Celery client skips every producer check; the worker refuses it too.
+    app = client_app(redis_server.url())
+    raw = app.send_task(TASK_NAME, kwargs=far)
+    envelope = get_result(raw.id, timeout=JOB_TIMEOUT, app=app)
+    assert envelope["status"] is False
+    assert envelope["data"] is not None
+    assert (envelope["data"]["kind"], envelope["data"]["param"]) == ("invalid_job", "requested_at")
+    now = {"userId": customer["id"], "default_source": customer["cards"][1]}
+    applied = http.post("/api/cards/default?wait=10", json=now)
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["data"]["default_source"] == customer["cards"][1]
 
 
 @pytest.mark.parametrize("fault", ["error_500_after_commit", "error_500"])
@@ -411,12 +480,22 @@ def test_over_real_http_keys_and_limits_hold(gateway: GatewayProcess) -> None:
     assert KEY not in gateway.log
 
 
-def test_job_status_of_an_unknown_job_is_queued(http: httpx.Client) -> None:
+def test_the_access_log_never_shows_a_query_string(gateway: GatewayProcess) -> None:
+    secret = "query-string-secret-0123456789"
+    response = httpx.get(f"{gateway.url}/api/jobs/access-log-probe?api_key={secret}", headers=AUTH)
+    assert response.status_code == 404
+    wait_for(lambda: "/api/jobs/access-log-probe" in gateway.log, 10, "the access log line")
+    assert secret not in gateway.log
+    assert "/api/jobs/access-log-probe HTTP/1.1" in gateway.log
+
+
+def test_job_status_of_an_unknown_job_is_a_404(http: httpx.Client) -> None:
     response = http.get("/api/jobs/never-enqueued-job")
+    assert response.status_code == 404
     assert response.json() == {
-        "status": True,
-        "message": "job is queued",
-        "data": {"job_id": "never-enqueued-job", "state": "queued", "result": None},
+        "status": False,
+        "message": "no job never-enqueued-job for this API key",
+        "data": None,
     }
 
 
@@ -436,6 +515,10 @@ def cards_gateway(env: dict[str, str], *args: str) -> subprocess.CompletedProces
     [
         ({}, "error: CARDS_GATEWAY_API_KEYS is not set"),
         ({"CARDS_GATEWAY_API_KEYS": "tooShort"}, "error: CARDS_GATEWAY_API_KEYS: every key"),
+        (
+            {"CARDS_GATEWAY_API_KEYS": "replace-with-a-long-random-key"},
+            "error: CARDS_GATEWAY_API_KEYS entry 1: the key looks like a placeholder",
+        ),
     ],
 )
 def test_without_a_usable_key_it_refuses_to_start(env: dict[str, str], message: str) -> None:
@@ -444,18 +527,28 @@ def test_without_a_usable_key_it_refuses_to_start(env: dict[str, str], message: 
     assert done.stderr.startswith(message)
     assert done.stderr.count("\n") == 1
     assert "tooShort" not in done.stderr
+    assert "replace-with" not in done.stderr
     assert "Traceback" not in done.stderr
 
 
-def test_dev_no_auth_from_the_environment_serves_without_keys(
+def test_dev_no_auth_is_a_command_line_flag_for_loopback_only(
     redis_server: RedisServer, emulator: EmulatorProcess, logs_dir: Path
 ) -> None:
-    env = {
-        **worker_env(redis_server.url(NO_WORKER_DB), emulator.url),
-        "CARDS_GATEWAY_API_KEYS": "",
-        "CARDS_GATEWAY_DEV_NO_AUTH": "true",
-    }
-    with run_gateway(env, logs_dir / "gateway-dev.log") as process:
+    base = worker_env(redis_server.url(NO_WORKER_DB), emulator.url)
+    # In an env file it once switched keys off silently; now it is not a setting at all.
+    env = {**base, "CARDS_GATEWAY_API_KEYS": KEY, "CARDS_GATEWAY_DEV_NO_AUTH": "true"}
+    with run_gateway(env, logs_dir / "gateway-dev-env.log") as process:
+        assert httpx.get(f"{process.url}/api/jobs/some-job").status_code == 401
+        assert "WITHOUT authentication" not in process.log
+    exposed = cards_gateway({}, "--dev-no-auth", "--host", "0.0.0.0")
+    assert exposed.returncode == 2
+    assert exposed.stderr == (
+        "error: --dev-no-auth serves without keys, so only on a loopback --host (127.0.0.1, ::1)\n"
+    )
+    no_keys = {**base, "CARDS_GATEWAY_API_KEYS": ""}
+    with run_gateway(
+        no_keys, logs_dir / "gateway-dev.log", extra_args=("--dev-no-auth",)
+    ) as process:
         response = httpx.get(f"{process.url}/api/jobs/some-job")
         assert response.status_code == 200
         assert "WITHOUT authentication" in process.log

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from cards.batches import BATCH_TASK_NAME
 from cards.jobs import TASK_NAME
 from harness.processes import (
     BIN,
@@ -29,9 +30,11 @@ from harness.processes import (
     run_worker,
     wait_for,
 )
+from harness.receiver import run_receiver
 from producers import enqueue_set_default_card, get_result
+from producers.companion import enqueue_assign_card, enqueue_list_cards
 from stripe_emulator.process import EmulatorProcess
-from tests.integration.conftest import API_KEY, customer_writes, worker_env
+from tests.integration.conftest import API_KEY, RECEIVER_PORT, customer_writes, worker_env
 
 
 def self_signed(directory: Path, name: str) -> TlsFiles:
@@ -163,31 +166,91 @@ def test_results_expire_after_the_configured_ttl(
     assert 0 < ttl <= 120
 
 
-def test_minimal_data_leaves_out_personal_fields(
+#: Keys no stored envelope may hold, in any mode: a source's client_secret acts on it.
+NEVER_STORED = {"client_secret"}
+#: And with CARDS_MINIMAL_DATA: personal data of the customer and of its cards' owners.
+PERSONAL = {
+    "email",
+    "name",
+    "phone",
+    "address",
+    "shipping",
+    "owner",
+    "fingerprint",
+    "address_line1",
+    "address_line2",
+    "address_city",
+    "address_zip",
+    "address_state",
+    "address_country",
+}
+
+
+def keys_in(value: Any) -> set[str]:
+    """Every key at any depth of a JSON value."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in keys_in(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in keys_in(v)}
+    return set()
+
+
+@pytest.mark.parametrize(("minimal", "db"), [(True, 10), (False, 14)], ids=["minimal", "whole"])
+def test_no_stored_envelope_of_any_job_kind_holds_a_denied_key(
     redis_server: RedisServer,
     emulator: EmulatorProcess,
     logs_dir: Path,
     customers: list[dict[str, Any]],
+    minimal: bool,
+    db: int,
 ) -> None:
-    db = 10
+    """Set-default, assign, list, a batch and a callback, through a real worker; then every
+    result, dead letter and callback body in its Redis database is walked."""
     url = redis_server.url(db)
-    env = worker_env(url, emulator.url, CARDS_MINIMAL_DATA="true")
+    env = worker_env(url, emulator.url, CARDS_MINIMAL_DATA=str(minimal).lower())
     customer = customers[0]
-    with run_worker(env, logs_dir / "minimal.log", name="minimal"):
-        app = client_app(url)
-        job = enqueue_set_default_card(customer["id"], customer["sources"][0], app=app)
-        envelope = get_result(job, timeout=30, app=app)
-    assert envelope["status"] is True
-    data = envelope["data"]
-    assert data is not None
-    assert data["id"] == customer["id"]
-    assert data["default_source"] == customer["sources"][0]
-    assert "invoice_settings" in data
-    assert customer["sources"][0] in [s["id"] for s in data["sources"]["data"]]
-    stored = redis_server.client(db).get(f"celery-task-meta-{job}")
-    assert stored is not None
-    for personal in (customer["email"], customer["name"], customer["phone"]):
-        assert personal.encode() not in stored
+    app = client_app(url)
+    with run_receiver(RECEIVER_PORT) as receiver, run_worker(env, logs_dir / f"deny-{db}.log"):
+        sent = [
+            enqueue_set_default_card(customer["id"], customer["sources"][0], app=app),
+            enqueue_assign_card(customer["id"], "tok_visa", app=app),
+            enqueue_list_cards(customer["id"], app=app),
+            app.send_task(
+                TASK_NAME,
+                kwargs={
+                    "userId": customer["id"],
+                    "default_source": customer["sources"][0],
+                    "callback_url": receiver.url("/deny"),
+                },
+            ).id,
+        ]
+        rows = [{"userId": customer["id"], "default_source": customer["sources"][0]}]
+        batch_rows = [{**row, "job_id": f"deny-batch-{db}-{n}"} for n, row in enumerate(rows)]
+        app.send_task(BATCH_TASK_NAME, kwargs={"jobs": batch_rows})
+        envelopes = [get_result(job_id, timeout=30, app=app) for job_id in sent]
+        envelopes += [get_result(row["job_id"], timeout=30, app=app) for row in batch_rows]
+        wait_for(lambda: receiver.received("/deny"), 30, "the callback")
+        bodies = [json.loads(request.body) for request in receiver.received("/deny")]
+    assert all(envelope["status"] for envelope in envelopes), envelopes
+    listed = envelopes[2]["data"]
+    assert customer["sources"][0] in [card["id"] for card in listed]  # a source, with a secret
+    client = redis_server.client(db)
+    stored = [json.loads(client.get(key)) for key in client.scan_iter("celery-task-meta-*")]
+    stored += [json.loads(raw) for raw in client.hvals("cards:dlq:entries")]
+    assert len(stored) >= len(envelopes)
+    denied = NEVER_STORED | (PERSONAL if minimal else set())
+    for value in [*stored, *bodies]:
+        assert not keys_in(value) & denied, value
+    if minimal:
+        data = envelopes[0]["data"]
+        assert data is not None
+        assert data["id"] == customer["id"]
+        assert data["default_source"] == customer["sources"][0]
+        assert "invoice_settings" in data
+        assert envelopes[1]["data"]["cardId"].startswith("card_")
+        raw = b"".join(client.get(key) for key in client.scan_iter("celery-task-meta-*"))
+        for personal in (customer["email"], customer["name"], customer["phone"]):
+            assert personal.encode() not in raw
 
 
 def test_worker_and_producers_work_over_tls(

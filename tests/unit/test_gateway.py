@@ -15,6 +15,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import fakeredis
 import httpx
 import pytest
 from celery import Celery
@@ -25,11 +26,12 @@ from cards.companion_jobs import validate_assign_job
 from cards.envelope import ErrorKind, failure, success
 from cards.jobs import InvalidJob, validate_job
 from cards.settings import Settings
-from harness.processes import client_app, free_port
+from harness.processes import REPO_ROOT, client_app, free_port
 from producers import api_models
-from producers.auth import MIN_KEY_LENGTH, ApiKeys, InvalidApiKeys
+from producers.auth import DEFAULT_SCOPES, MIN_KEY_LENGTH, ApiKeys, Caller, InvalidApiKeys, Scope
 from producers.gateway import GatewayConfigError, create_app, is_json_media_type, public_state
 from producers.http_errors import STATUS_BY_KIND, status_for
+from producers.ownership import Claim, JobOwners
 
 KEY = "unit-test-key-0123456789"
 OTHER_KEY = "another-key-abcdefghijkl"
@@ -193,12 +195,12 @@ def test_openapi_documents_no_422_and_no_null_parameters() -> None:
 
 def settings(**overrides: Any) -> Settings:
     """The gateway's settings; its job-id claims (Redis) are unreachable too."""
-    return Settings(
-        gateway_api_keys=KEY,
-        gateway_max_body_bytes=BODY_LIMIT,
-        state_redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        **overrides,
-    )
+    defaults: dict[str, Any] = {
+        "gateway_api_keys": KEY,
+        "gateway_max_body_bytes": BODY_LIMIT,
+        "state_redis_url": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    return Settings(**{**defaults, **overrides})
 
 
 def unreachable_app() -> Celery:
@@ -453,3 +455,142 @@ def test_the_schema_is_served_without_a_key(gateway: Any) -> None:
         "/api/jobs/{job_id}",
         "/healthz",
     }
+
+
+# ------------------------------------------------- keys have tenants and scopes
+
+SHOP_KEY = "shop-key-0123456789abcdef"
+READER_KEY = "reader-key-0123456789abcd"
+ADMIN_KEY = "admin-key-0123456789abcde"
+SCOPED_KEYS = (
+    f"shop:default+assign+list+read:{SHOP_KEY},audit:read:{READER_KEY},ops:admin:{ADMIN_KEY}"
+)
+
+
+def test_key_entries_name_a_tenant_and_scopes_and_bare_keys_keep_working() -> None:
+    keys = ApiKeys.parse(
+        Settings(gateway_api_keys=f"{SCOPED_KEYS},{KEY},{OTHER_KEY}").gateway_api_keys
+    )
+    shop, reader, admin = keys.caller(SHOP_KEY), keys.caller(READER_KEY), keys.caller(ADMIN_KEY)
+    assert shop == Caller("shop", frozenset({Scope.DEFAULT, Scope.ASSIGN, Scope.LIST, Scope.READ}))
+    assert reader == Caller("audit", frozenset({Scope.READ}))
+    assert admin is not None and admin.reads("shop") and admin.reads(None)
+    bare, other_bare = keys.caller(KEY), keys.caller(OTHER_KEY)
+    assert bare is not None and other_bare is not None
+    assert bare.scopes == DEFAULT_SCOPES
+    assert bare.tenant != other_bare.tenant  # a bare key reads only its own jobs
+    assert not bare.reads(other_bare.tenant) and bare.reads(bare.tenant)
+    assert keys.caller("shop:default+assign+list+read:" + SHOP_KEY) is None
+    assert SHOP_KEY not in repr(keys)
+
+
+@pytest.mark.parametrize(
+    ("configured", "problem"),
+    [
+        (f"shop:write:{SHOP_KEY}", "entry 1: scopes must be +-separated from default, assign"),
+        (f"{KEY},Shop Team:read:{SHOP_KEY}", "entry 2: must be KEY or TENANT:SCOPES:KEY"),
+        ("shop:read:short", "every key must be at least 16 characters"),
+    ],
+)
+def test_bad_key_entries_are_named_by_number_never_by_value(configured: str, problem: str) -> None:
+    with pytest.raises(InvalidApiKeys, match=re.escape(problem)) as caught:
+        ApiKeys.parse(Settings(gateway_api_keys=configured).gateway_api_keys)
+    assert SHOP_KEY not in str(caught.value) and "short" not in str(caught.value)
+
+
+def test_the_example_env_files_placeholder_key_is_refused() -> None:
+    example = (REPO_ROOT / ".env.example").read_text()
+    [placeholder] = re.findall(r"^CARDS_GATEWAY_API_KEYS=(.+)$", example, re.MULTILINE)
+    for configured in (placeholder, "x" * 32, f"shop:read:{placeholder}"):
+        with pytest.raises(GatewayConfigError, match="looks like a placeholder"):
+            create_app(Settings(gateway_api_keys=configured), unreachable_app())
+
+
+def owned_app(owners: JobOwners, **overrides: Any) -> Any:
+    return create_app(
+        settings(gateway_api_keys=SCOPED_KEYS, **overrides), unreachable_app(), owners=owners
+    )
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def owners() -> JobOwners:
+    return JobOwners(fakeredis.FakeRedis(), ttl_seconds=3600)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "scope"),
+    [
+        ("POST", "/api/cards/default", "default"),
+        ("POST", "/api/cards/assign", "assign"),
+        ("GET", "/api/cards/cus_A1", "list"),
+    ],
+)
+def test_a_key_without_the_routes_scope_is_a_403(
+    owners: JobOwners, method: str, path: str, scope: str
+) -> None:
+    response = call(owned_app(owners), method, path, json=GOOD, headers=bearer(READER_KEY))
+    assert_error(response, 403, f"this API key does not hold the {scope} scope")
+
+
+def test_a_job_is_read_only_by_its_tenant_or_an_admin(owners: JobOwners) -> None:
+    owners.claim("shop-job-1", Claim("shop", "digest", sent=True))
+    app = owned_app(owners)
+    for key in (READER_KEY, KEY):  # another tenant; and a key no longer configured
+        response = call(app, "GET", "/api/jobs/shop-job-1", headers=bearer(key))
+        assert response.status_code in (401, 404), response.text
+    assert_error(
+        call(app, "GET", "/api/jobs/shop-job-1", headers=bearer(READER_KEY)),
+        404,
+        "no job shop-job-1 for this API key",
+    )
+    assert_error(
+        call(app, "GET", "/api/jobs/never-sent", headers=bearer(SHOP_KEY)),
+        404,
+        "no job never-sent for this API key",
+    )
+    # Past the ownership check, both read the result backend (unreachable here).
+    for key in (SHOP_KEY, ADMIN_KEY):
+        response = call(app, "GET", "/api/jobs/shop-job-1", headers=bearer(key))
+        assert_error(response, 503, "cannot reach the result backend")
+
+
+def test_another_tenants_job_id_is_a_409_before_anything_is_touched(owners: JobOwners) -> None:
+    claim = Claim("audit", "digest", sent=True)
+    owners.claim("taken-1", claim)
+    response = call(
+        owned_app(owners),
+        "POST",
+        "/api/cards/default",
+        json={**GOOD, "job_id": "taken-1"},
+        headers=bearer(SHOP_KEY),
+    )
+    assert response.status_code == 409, response.text
+    assert response.json()["message"].startswith("job_id taken-1 is already used by another")
+    assert owners.claim("taken-1", claim)[1] == claim  # unchanged
+
+
+def test_a_request_that_cannot_be_queued_leaves_no_claim(owners: JobOwners) -> None:
+    response = call(
+        owned_app(owners),
+        "POST",
+        "/api/cards/default",
+        json={**GOOD, "job_id": "unqueued-1"},
+        headers=bearer(SHOP_KEY),
+    )
+    assert_error(response, 503, "cannot reach the broker")
+    assert owners.owner("unqueued-1") is None
+
+
+@pytest.mark.parametrize("route", ["/api/cards/default", "/api/cards/assign"])
+def test_a_far_future_requested_at_is_a_400(owners: JobOwners, route: str) -> None:
+    body = {**GOOD, "requested_at": "9999-12-31T23:59:59Z"}
+    if route.endswith("assign"):
+        body = {"userId": GOOD["userId"], "source": "tok_visa", **body}
+        del body["default_source"]
+    response = call(owned_app(owners), "POST", route, json=body, headers=bearer(SHOP_KEY))
+    assert_error(response, 400, "invalid job: requested_at must not be more than 300 s in the")
+    assert owners.owner("anything") is None

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from cards.jobs import InvalidJob, SetDefaultCardJob, TargetField, validate_job
+from cards.deliveries import callback_task_id
+from cards.jobs import (
+    InvalidJob,
+    SetDefaultCardJob,
+    TargetField,
+    accepts_quickly,
+    check_job_id,
+    check_requested_at,
+    validate_job,
+)
+from worker.idempotency import idempotency_key
 
 GOOD = {"userId": "cus_QRs9eKZ4xUzN2TP9", "default_source": "card_1QRs9eKZ4xUzN2TPabcdefgh"}
 
@@ -135,3 +147,67 @@ def test_task_kwargs_round_trip_through_json() -> None:
     kwargs = job.to_task_kwargs()
     assert all(isinstance(v, str) for v in kwargs.values())
     assert SetDefaultCardJob.model_validate(kwargs) == job
+
+
+# ------------------------------------------------ ids derived from a job id never collide
+
+
+@pytest.mark.parametrize("job_id", ["X:g1", "X:g10", "a.b:g0", "X:callback", "mig:7:callback"])
+def test_a_job_id_cannot_end_like_a_derived_id(job_id: str) -> None:
+    """``X:g1`` was job X's generation-1 idempotency key, ``X:callback`` its callback task."""
+    assert "reserved" in refusal({**GOOD, "job_id": job_id})
+    assert not accepts_quickly({**GOOD, "job_id": job_id})
+
+
+@pytest.mark.parametrize("job_id", ["X:g", "X:gx1", "X:G1", "callback", "X:callbacks", "g1"])
+def test_look_alikes_of_derived_ids_are_job_ids(job_id: str) -> None:
+    assert validate_job({**GOOD, "job_id": job_id}).job_id == job_id
+    assert accepts_quickly({**GOOD, "job_id": job_id})
+
+
+@given(
+    first=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:g-]{0,20}", fullmatch=True),
+    second=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:g-]{0,20}", fullmatch=True),
+    generations=st.tuples(st.integers(0, 12), st.integers(0, 12)),
+)
+def test_no_valid_job_id_names_another_jobs_derived_ids(
+    first: str, second: str, generations: tuple[int, int]
+) -> None:
+    ids = []
+    for job_id in (first, second):
+        try:
+            ids.append(check_job_id(job_id))
+        except ValueError:
+            return
+    if first == second:
+        return
+    one, other = generations
+    assert idempotency_key(first, one) != idempotency_key(second, other)
+    assert callback_task_id(first) != second and callback_task_id(second) != first
+
+
+# ------------------------------------------------------------ requested_at is bounded
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("requested_at", "problem"),
+    [
+        (NOW, None),
+        (NOW + timedelta(seconds=300), None),  # within the clock skew
+        (NOW - timedelta(seconds=3600), None),
+        (NOW + timedelta(seconds=301), "requested_at must not be more than 300 s in the future"),
+        (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), "in the future"),
+        (NOW - timedelta(seconds=7201), "requested_at must not be more than 7200 s in the past"),
+    ],
+)
+def test_requested_at_is_bounded(requested_at: datetime, problem: str | None) -> None:
+    def check() -> None:
+        check_requested_at(requested_at, NOW, max_age_seconds=7200, max_skew_seconds=300)
+
+    if problem is None:
+        check()
+    else:
+        with pytest.raises(ValueError, match=problem):
+            check()
