@@ -149,3 +149,18 @@ def test_cards_flower_refuses_to_start_without_auth(redis_server: RedisServer) -
     assert done.returncode == 2
     assert done.stderr.startswith("error: CARDS_FLOWER_BASIC_AUTH (user:password) is not set")
     assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("auth", ["admin:x", "admin:change-me"])
+def test_cards_flower_refuses_a_weak_password(redis_server: RedisServer, auth: str) -> None:
+    done = subprocess.run(
+        [str(BIN / "cards"), "flower", "--port", str(free_port())],
+        env=cards_env(redis_server.url(), CARDS_FLOWER_BASIC_AUTH=auth),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: CARDS_FLOWER_BASIC_AUTH entry 1: the password must be at least 12 characters\n"
+    )

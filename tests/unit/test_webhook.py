@@ -143,3 +143,14 @@ def test_no_answer_is_a_connection_error(network: GuardedNetwork) -> None:
     assert outcome.status is None
     assert outcome.error == "connection failed (ConnectError)"
     assert network.connects == [("127.0.0.1", port)]
+
+
+def test_an_allowlisted_address_opens_its_port_only(
+    network: GuardedNetwork, sender: CallbackSender, receiver: CallbackReceiver
+) -> None:
+    """``127.0.0.1`` once opened every port on it: Redis, Flower's API, the gateway."""
+    port = free_port()  # another service on the allowlisted host
+    outcome = sender.post(f"http://127.0.0.1:{port}/api/task/apply", BODY, HEADERS)
+    assert outcome.refused == "callback_url host resolves to a loopback address (127.0.0.1)"
+    assert network.connects == []
+    assert sender.post(receiver.url("/hook"), BODY, HEADERS).status == 200
