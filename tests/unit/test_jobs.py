@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cards.deliveries import callback_task_id
@@ -165,6 +165,8 @@ def test_look_alikes_of_derived_ids_are_job_ids(job_id: str) -> None:
     assert accepts_quickly({**GOOD, "job_id": job_id})
 
 
+@example(first="X", second="X:g1", generations=(1, 0))
+@example(first="X", second="X:callback", generations=(0, 0))
 @given(
     first=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:g-]{0,20}", fullmatch=True),
     second=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:g-]{0,20}", fullmatch=True),
