@@ -53,7 +53,7 @@ from cards.companion_jobs import (
     validate_list_job,
 )
 from cards.deadletters import is_dead_letter
-from cards.envelope import Envelope
+from cards.envelope import Envelope, ErrorKind, failure
 from cards.jobs import (
     TASK_NAME,
     InvalidJob,
@@ -216,12 +216,13 @@ def _task_name(job: AnyJob) -> str:
 
 
 def _job_id_taken(job_id: str) -> GatewayError:
-    return GatewayError(
-        CONFLICT,
+    answer = failure(
         f"job_id {job_id} is already used by another request (another API key, other "
         "fields, or another kind of job); nothing was changed: send a new job_id",
-        {"kind": "idempotency_conflict", "param": "job_id"},
+        ErrorKind.IDEMPOTENCY_CONFLICT,
+        param="job_id",
     )
+    return GatewayError(CONFLICT, answer["message"], answer["data"])
 
 
 class _Jobs:

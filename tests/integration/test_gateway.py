@@ -263,7 +263,13 @@ def test_another_keys_requests_never_touch_a_job(
     for body in ({**job, "default_source": customer["cards"][0]}, job):
         replaced = http.post("/api/cards/default?wait=10", json=body, headers=OTHER)
         assert replaced.status_code == 409, replaced.text
-        assert replaced.json()["data"] == {"kind": "idempotency_conflict", "param": "job_id"}
+        assert replaced.json()["data"] == {
+            "kind": "idempotency_conflict",
+            "code": None,
+            "param": "job_id",
+            "request_id": None,
+            "attempts": 0,
+        }
     assert http.get(f"/api/jobs/{job_id}", headers=OTHER).status_code == 404
     for headers in (AUTH, ADMIN):
         status = http.get(f"/api/jobs/{job_id}", headers=headers).json()["data"]

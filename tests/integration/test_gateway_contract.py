@@ -72,7 +72,11 @@ CHECKS = [
 @pytest.fixture(scope="module")
 def api_schema(worker: CeleryWorker, redis_server: RedisServer) -> Any:
     app = create_app(
-        Settings(gateway_api_keys=KEY, gateway_max_wait_seconds=10),
+        Settings(
+            gateway_api_keys=KEY,
+            gateway_max_wait_seconds=10,
+            state_redis_url=redis_server.url(),  # the job-id claims, beside the jobs
+        ),
         client_app(redis_server.url()),
     )
     return schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -241,7 +241,7 @@ def test_refuses_to_start_with_a_short_key() -> None:
 
 
 def test_dev_no_auth_serves_without_keys() -> None:
-    app = create_app(Settings(gateway_api_keys=None), unreachable_app(), dev_no_auth=True)
+    app = create_app(settings(gateway_api_keys=None), unreachable_app(), dev_no_auth=True)
     response = call(app, "POST", "/api/cards/default", json={"userId": "nope"})
     assert_error(response, 400, 'invalid job: userId must start with "cus_"')
 
