@@ -6,7 +6,7 @@ with ``?wait=SECONDS``, the seed's response itself once the job is done (the
 envelope, with an HTTP status from :mod:`producers.http_errors`), or ``504``
 if the wait ran out while the job goes on. ``POST /api/cards/assign`` and
 ``GET /api/cards/{customerId}`` are the seed's companion calls, run as jobs
-the same way; ``GET /api/jobs/{job_id}`` reads any job's state and result.
+the same way; ``GET /api/jobs/{job_id}`` reads a job's state and result.
 
 The gateway is a producer: it validates with the shared contracts, sends jobs
 by task name and reads envelopes from the result backend. It never imports
@@ -15,7 +15,9 @@ the backend from the event loop instead of parking a thread per request.
 
 Every answer is ``{status, message, data}``, errors included; bad input gets a
 4xx naming the field, never a traceback or a 500. ``/api`` needs a bearer API
-key (:mod:`producers.auth`); ``/healthz`` and ``/openapi.json`` do not.
+key (:mod:`producers.auth`) holding the route's scope; ``/healthz`` and
+``/openapi.json`` do not. A job id belongs to the key's tenant
+(:mod:`producers.ownership`): only it (or ``admin``) reads or repeats the job.
 """
 
 from __future__ import annotations
@@ -279,7 +281,9 @@ class _Jobs:
             return True  # an earlier request claimed it and died before sending
         if not self._ended_as_dead_letter(job_id):
             return False
-        AsyncResult(job_id, app=self.app).forget()  # this tenant's own job, accepted again
+        # This tenant's own job, accepted again: its old answer goes, its claim says "to send".
+        self.owners.mark_sent(job_id, stored, sent=False)
+        AsyncResult(job_id, app=self.app).forget()
         return True
 
     def _ended_as_dead_letter(self, job_id: str) -> bool:
@@ -593,6 +597,7 @@ def create_app(
     may_set_default = _scoped(require_api_key, Scope.DEFAULT)
     may_assign = _scoped(require_api_key, Scope.ASSIGN)
     may_list = _scoped(require_api_key, Scope.LIST)
+    may_read = _scoped(require_api_key, Scope.READ)
 
     @api.post(
         "/cards/default",
@@ -673,12 +678,12 @@ def create_app(
         summary="A job's state, and its envelope once done",
         responses={
             HTTPStatus.OK: {"model": models.JobStatus, "description": "The job's state."},
-            **_responses(BAD_REQUEST, UNAUTHORIZED, NOT_FOUND, UNAVAILABLE),
+            **_responses(BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, UNAVAILABLE),
         },
     )
     async def job_status(
         job_id: JobIdPath,
-        caller: Caller = Depends(require_api_key),  # noqa: B008
+        caller: Caller = Depends(may_read),  # noqa: B008
     ) -> JSONResponse:
         _checked(lambda: check_job_id(job_id))
         state, envelope = await jobs.state(job_id, caller)

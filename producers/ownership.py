@@ -75,9 +75,11 @@ class JobOwners:
         same = stored.tenant == claim.tenant and stored.digest == claim.digest
         return (ClaimOutcome.SAME if same else ClaimOutcome.CONFLICT), stored
 
-    def mark_sent(self, job_id: str, claim: Claim) -> None:
-        sent = Claim(claim.tenant, claim.digest, sent=True)
-        self._redis.set(KEY_PREFIX + job_id, sent.to_json(), xx=True, keepttl=True)
+    def mark_sent(self, job_id: str, claim: Claim, sent: bool = True) -> None:
+        """Record that the claimed job is on the queue (or, ``sent=False``, about to be
+        sent again, so that a repeat sends it if this request dies first)."""
+        marked = Claim(claim.tenant, claim.digest, sent=sent)
+        self._redis.set(KEY_PREFIX + job_id, marked.to_json(), xx=True, keepttl=True)
 
     def release(self, job_id: str, claim: Claim) -> None:
         """Drop a claim this request just made and did not use (never another's)."""

@@ -462,8 +462,10 @@ def test_the_schema_is_served_without_a_key(gateway: Any) -> None:
 SHOP_KEY = "shop-key-0123456789abcdef"
 READER_KEY = "reader-key-0123456789abcd"
 ADMIN_KEY = "admin-key-0123456789abcde"
+WRITER_KEY = "writer-key-0123456789abcd"
 SCOPED_KEYS = (
-    f"shop:default+assign+list+read:{SHOP_KEY},audit:read:{READER_KEY},ops:admin:{ADMIN_KEY}"
+    f"shop:default+assign+list+read:{SHOP_KEY},audit:read:{READER_KEY},ops:admin:{ADMIN_KEY},"
+    f"writer:default:{WRITER_KEY}"
 )
 
 
@@ -534,6 +536,12 @@ def test_a_key_without_the_routes_scope_is_a_403(
 ) -> None:
     response = call(owned_app(owners), method, path, json=GOOD, headers=bearer(READER_KEY))
     assert_error(response, 403, f"this API key does not hold the {scope} scope")
+
+
+def test_a_key_without_read_cannot_read_jobs(owners: JobOwners) -> None:
+    owners.claim("writer-job-1", Claim("writer", "digest", sent=True))
+    response = call(owned_app(owners), "GET", "/api/jobs/writer-job-1", headers=bearer(WRITER_KEY))
+    assert_error(response, 403, "this API key does not hold the read scope")
 
 
 def test_a_job_is_read_only_by_its_tenant_or_an_admin(owners: JobOwners) -> None:
