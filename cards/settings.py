@@ -25,11 +25,14 @@ from cards.destinations import Allowlist
 from cards.ratelimits import parse_rate_limits
 from cards.signatures import check_secret
 
-__all__ = ["IDEMPOTENCY_KEY_LIFETIME_SECONDS", "Settings", "get_settings"]
+__all__ = ["IDEMPOTENCY_KEY_LIFETIME_SECONDS", "STRIPE_API_VERSION", "Settings", "get_settings"]
 
 #: Stripe may prune an idempotency key 24 h after first use; a retry window
 #: longer than that could send a pruned key, which Stripe treats as new.
 IDEMPOTENCY_KEY_LIFETIME_SECONDS = 24 * 3600
+#: The Stripe API version every call names (``Stripe-Version``): the one whose published
+#: OpenAPI description the requests and the emulator were checked against.
+STRIPE_API_VERSION = "2020-08-27"
 
 
 class Settings(BaseSettings):
@@ -68,6 +71,13 @@ class Settings(BaseSettings):
         default="https://api.stripe.com",
         validation_alias=AliasChoices("STRIPE_API_BASE"),
         description="Stripe API base URL; point it at the emulator for tests and demos.",
+    )
+    stripe_api_version: str = Field(
+        default=STRIPE_API_VERSION,
+        min_length=1,
+        validation_alias=AliasChoices("STRIPE_API_VERSION"),
+        description="Stripe API version sent as Stripe-Version on every call (not the "
+        "account's default, nor the SDK's).",
     )
     stripe_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Timeout of one Stripe HTTP call."
