@@ -211,6 +211,21 @@ class StripeSpec:
         problems += _header_problems(method, headers or {}, stripe_version)
         return problems
 
+    def exchange_problems(self, exchange: Mapping[str, Any], stripe_version: str) -> list[str]:
+        """Request and answer of one exchange the emulator captured (``capture_requests``)."""
+        method, path = exchange["method"], exchange["path"]
+        found = self.request_problems(
+            method,
+            path,
+            query=exchange["query"],
+            body=exchange["body"],
+            headers=exchange["headers"],
+            stripe_version=stripe_version,
+        )
+        return found + self.response_problems(
+            json.loads(exchange["response"]), operation=(method, path), status=exchange["status"]
+        )
+
     def response_problems(
         self,
         body: Any,

@@ -4,7 +4,6 @@ against Stripe's OpenAPI description)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -78,21 +77,6 @@ def test_the_whole_run_against_the_emulator(
         ("POST", "/v1/customers/{c}"),
         ("DELETE", "/v1/customers/{c}"),
     }
-    for x in captured:
-        assert (
-            stripe_spec.request_problems(
-                x["method"],
-                x["path"],
-                query=x["query"],
-                body=x["body"],
-                headers=x["headers"],
-                stripe_version=STRIPE_API_VERSION,
-            )
-            == []
-        ), x
-        assert (
-            stripe_spec.response_problems(
-                json.loads(x["response"]), operation=(x["method"], x["path"]), status=x["status"]
-            )
-            == []
-        ), x
+    assert {x["path"]: stripe_spec.exchange_problems(x, STRIPE_API_VERSION) for x in ours} == {
+        x["path"]: [] for x in ours
+    }
