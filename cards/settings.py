@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     )
     stripe_api_version: str = Field(
         default=STRIPE_API_VERSION,
-        min_length=1,
+        pattern=r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$",
         validation_alias=AliasChoices("STRIPE_API_VERSION"),
         description="Stripe API version sent as Stripe-Version on every call (not the "
         "account's default, nor the SDK's).",
