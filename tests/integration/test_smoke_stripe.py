@@ -38,7 +38,8 @@ def make_smoke(**env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_without_a_key_it_says_it_skipped_in_one_line() -> None:
-    done = make_smoke()
+    # Set empty (not unset) so that a developer's .env cannot supply a key; loopback base.
+    done = make_smoke(STRIPE_API_KEY="", STRIPE_API_BASE="http://127.0.0.1:9")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == [
         "smoke-stripe: skipped: no Stripe key set (STRIPE_API_KEY=sk_test_…)"
