@@ -3,8 +3,8 @@
 One :class:`stripe.StripeClient` per worker process, reused across jobs, with
 an explicit timeout, a pinned ``Stripe-Version`` and no SDK-level retries
 (retries are the task's job, so there is one retry policy and one idempotency
-key per job). Failures leave this
-module already classified (see :mod:`worker.errors`).
+key per job). Failures leave this module already classified (see
+:mod:`worker.errors`).
 
 Results are the customer object *exactly as Stripe returned it*, with
 ``sources`` expanded, as the seed API's response shows (and, for the companion
