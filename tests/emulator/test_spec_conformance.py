@@ -169,7 +169,8 @@ def test_a_missing_or_mistyped_field_fails_the_check(
 
 LONG = "a" * 5001
 #: (case, method, path under the customer, form, status, code, param); "{card}" and "{pm}"
-#: are the seeded customer's card and PaymentMethod, "{other}" another customer's card.
+#: are the seeded customer's card and PaymentMethod, "{other}" another customer's card;
+#: a path "!cus_x" replaces the customer's id.
 REFUSALS: list[tuple[str, str, str, dict[str, str], int, str | None, str]] = [
     ("unknown parameter", "POST", "", {"defualt_source": "{card}"}, 400, "parameter_unknown",
      "defualt_source"),
