@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run test unit integration chaos lint typecheck format bench bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 clean
+.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ integration: venv
 ## chaos: the chaos scenarios R1-R5 at full size; writes their figures to RELIABILITY.md.
 chaos: venv
 	$(BIN)/python -m tests.chaos.run --full
+
+## smoke-stripe: the whole pipeline against Stripe test mode (needs STRIPE_API_KEY=sk_test_…;
+## skips without one, refuses a live key).
+smoke-stripe: venv
+	@$(BIN)/python -m harness.smoke_stripe
 
 lint: venv
 	$(BIN)/ruff check $(SRC)

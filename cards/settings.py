@@ -28,6 +28,7 @@ from cards.signatures import check_secret
 
 __all__ = [
     "IDEMPOTENCY_KEY_LIFETIME_SECONDS",
+    "STRIPE_API_VERSION",
     "Settings",
     "get_settings",
     "mask_url_password",
@@ -37,6 +38,9 @@ __all__ = [
 #: Stripe may prune an idempotency key 24 h after first use; a retry window
 #: longer than that could send a pruned key, which Stripe treats as new.
 IDEMPOTENCY_KEY_LIFETIME_SECONDS = 24 * 3600
+#: The Stripe API version every call names (``Stripe-Version``): the one whose published
+#: OpenAPI description the requests and the emulator were checked against.
+STRIPE_API_VERSION = "2020-08-27"
 
 
 class Settings(BaseSettings):
@@ -75,6 +79,13 @@ class Settings(BaseSettings):
         default="https://api.stripe.com",
         validation_alias=AliasChoices("STRIPE_API_BASE"),
         description="Stripe API base URL; point it at the emulator for tests and demos.",
+    )
+    stripe_api_version: str = Field(
+        default=STRIPE_API_VERSION,
+        pattern=r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$",
+        validation_alias=AliasChoices("STRIPE_API_VERSION"),
+        description="Stripe API version sent as Stripe-Version on every call (not the "
+        "account's default, nor the SDK's).",
     )
     stripe_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Timeout of one Stripe HTTP call."

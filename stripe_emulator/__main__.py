@@ -75,6 +75,11 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--hang-seconds", type=float, default=DEFAULT_HANG_SECONDS)
     p.add_argument("--idempotency-ttl-seconds", type=float, default=DEFAULT_IDEMPOTENCY_TTL_SECONDS)
     p.add_argument("--log-requests", action="store_true", help="one stderr line per request")
+    p.add_argument(
+        "--capture-requests",
+        action="store_true",
+        help="keep each /v1 exchange for GET /_emulator/requests",
+    )
     return p
 
 
@@ -108,6 +113,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         idempotency_ttl_seconds=args.idempotency_ttl_seconds,
         seed=args.seed,
         log_requests=args.log_requests,
+        capture_requests=args.capture_requests,
         api_key=args.api_key or None,
     )
 

@@ -145,3 +145,8 @@ class EmulatorAdmin:
         params = {"account": account} if account else None
         result: dict[str, Any] = self._call("GET", f"/customers/{customer_id}", params=params)
         return result
+
+    def captured(self) -> list[dict[str, Any]]:
+        """The /v1 exchanges seen while ``capture_requests`` is on, oldest first."""
+        result: list[dict[str, Any]] = self._call("GET", "/requests")["requests"]
+        return result

@@ -40,9 +40,10 @@ import struct
 import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import web
 
@@ -77,6 +78,23 @@ HANG_POLL_SECONDS = 0.1
 """How often a held (``timeout_after_commit``) connection checks whether the client left."""
 MAX_BODY_BYTES = 1024 * 1024
 JSON_CONTENT_TYPE = "application/json"
+MAX_CAPTURED = 10_000
+"""Exchanges kept when ``capture_requests`` is on (oldest dropped)."""
+CAPTURED_HEADERS = frozenset(
+    {"content-type", "idempotency-key", "stripe-account", "stripe-version", "user-agent"}
+)
+"""Request headers a capture keeps: never ``Authorization``."""
+
+
+class Captured(TypedDict):
+    method: str
+    path: str
+    query: str
+    body: str
+    headers: dict[str, str]
+    status: int
+    response: str
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -98,6 +116,8 @@ class _Ctx:
     customer: str | None
     idempotency_key: str | None
     stripe_version: str
+    request: web.Request
+    raw: str
 
 
 class Emulator:
@@ -118,6 +138,7 @@ class Emulator:
         self._latency = 0.0
         self._jitter = 0.0
         self.started = time.time()
+        self.captured: deque[Captured] = deque(maxlen=MAX_CAPTURED)
         self.apply_config(config, reseed=False)
 
     # ------------------------------------------------------------------ config
@@ -138,6 +159,7 @@ class Emulator:
 
     def reset(self, *, data: bool, config: bool) -> None:
         self.ledger.reset()
+        self.captured.clear()
         self.scripts.clear()
         if data:
             self.store.clear()
@@ -196,6 +218,8 @@ class Emulator:
             customer=customer,
             idempotency_key=idempotency_key,
             stripe_version=headers.get("Stripe-Version") or STRIPE_VERSION,
+            request=request,
+            raw=raw,
         )
         self.ledger.request(customer)
         # Steps 2-7: everything up to claiming the idempotency key is synchronous.
@@ -354,6 +378,8 @@ class Emulator:
             headers["Idempotency-Key"] = ctx.idempotency_key
         for name, value in extra:
             headers[name] = value
+        if self.config.capture_requests:
+            self.captured.append(captured(ctx, status, body))
         return web.Response(body=body, status=status, headers=headers)
 
     async def _wait(self) -> None:
@@ -453,6 +479,21 @@ class Emulator:
             status=err.status,
             headers={"Content-Type": JSON_CONTENT_TYPE, "Request-Id": rid},
         )
+
+
+def captured(ctx: _Ctx, status: int, body: bytes) -> Captured:
+    """One /v1 exchange as it went over the wire (``capture_requests``)."""
+    request = ctx.request
+    post = request.method == "POST"
+    return {
+        "method": request.method,
+        "path": request.path,
+        "query": request.rel_url.raw_query_string,
+        "body": ctx.raw if post else "",
+        "headers": {k: v for k, v in request.headers.items() if k.lower() in CAPTURED_HEADERS},
+        "status": status,
+        "response": body.decode("utf-8", "replace"),
+    }
 
 
 def reset_connection(request: web.Request) -> None:

@@ -16,6 +16,7 @@ The JSON form (``GET /_emulator/config``) is::
       "idempotency_ttl_seconds": 86400.0,
       "seed": null,                   # setting it re-seeds the fault and jitter RNGs
       "log_requests": false,          # one stderr line per /v1 request
+      "capture_requests": false,      # keep each /v1 exchange for GET /_emulator/requests
       "api_key_required": false       # read-only: whether --api-key was given
     }
 
@@ -61,6 +62,7 @@ class EmulatorConfig:
     idempotency_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS
     seed: int | None = None
     log_requests: bool = False
+    capture_requests: bool = False
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -107,6 +109,7 @@ class EmulatorConfig:
             "idempotency_ttl_seconds": self.idempotency_ttl_seconds,
             "seed": self.seed,
             "log_requests": self.log_requests,
+            "capture_requests": self.capture_requests,
             "api_key_required": self.api_key is not None,
         }
 
@@ -135,6 +138,7 @@ _FIELD_TYPES: dict[str, str] = {
     "idempotency_ttl_seconds": "float",
     "seed": "seed",
     "log_requests": "bool",
+    "capture_requests": "bool",
 }
 
 

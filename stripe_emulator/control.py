@@ -15,10 +15,14 @@
 ``GET  /_emulator/ledger``        the ledger (see :mod:`stripe_emulator.ledger`);
                                   ``?events=0`` omits events, ``?since=N`` skips the
                                   first N events
+``GET  /_emulator/requests``      ``{"requests": [{"method", "path", "query", "body",
+                                  "headers", "status", "response"}]}``: the /v1
+                                  exchanges seen while ``capture_requests`` is on
 ``POST /_emulator/reset``         ``{"data": false, "config": false}``: always clears the
-                                  ledger, queued faults and rate-limit buckets; ``data``
-                                  also drops all objects and idempotency keys; ``config``
-                                  restores the start-up knobs
+                                  ledger, captured requests, queued faults and
+                                  rate-limit buckets; ``data`` also drops all objects
+                                  and idempotency keys; ``config`` restores the
+                                  start-up knobs
 ``POST /_emulator/seed``          ``{"customers": N, "cards_per_customer": 2,
                                   "account": null}`` -> ``[{"id", "account", "email",
                                   "name", "phone", "cards": [...], "sources": [...],
@@ -182,6 +186,10 @@ async def get_ledger(request: web.Request) -> web.Response:
     return _json(_emulator(request).ledger.to_json(events=events, since=since))
 
 
+async def get_requests(request: web.Request) -> web.Response:
+    return _json({"requests": list(_emulator(request).captured)})
+
+
 async def post_reset(request: web.Request) -> web.Response:
     data = await _body(request)
     _emulator(request).reset(data=_flag(data, "data"), config=_flag(data, "config"))
@@ -236,6 +244,7 @@ def register_control_routes(app: web.Application, emulator: Emulator) -> None:
     add("POST", f"{PREFIX}/faults", post_faults)
     add("DELETE", f"{PREFIX}/faults", delete_faults)
     add("GET", f"{PREFIX}/ledger", get_ledger)
+    add("GET", f"{PREFIX}/requests", get_requests)
     add("POST", f"{PREFIX}/reset", post_reset)
     add("POST", f"{PREFIX}/seed", post_seed)
     add("GET", f"{PREFIX}/customers/{{id}}", get_customer)

@@ -7,8 +7,9 @@ model: a request refused here is answered 400 and nothing is saved under its
 A schema is a mapping of parameter name to :class:`Param`. :func:`validate` walks the
 decoded form (:func:`stripe_emulator.forms.decode`) and returns cleaned values:
 
-* ``string``: ``str``; an empty string is ``None`` ("unset") where the field is
-  ``unsettable``, else ``parameter_invalid_empty``;
+* ``string``: ``str`` of at most ``max_length`` characters (Stripe's published
+  ``maxLength``; 5000 unless the field says less); an empty string is ``None``
+  ("unset") where the field is ``unsettable``, else ``parameter_invalid_empty``;
 * ``integer``: ``int``, else ``parameter_invalid_integer``;
 * ``boolean``: ``"true"``/``"false"``;
 * ``metadata``: ``dict[str, str]`` where ``""`` means "delete this key", or ``None`` when
@@ -37,6 +38,10 @@ METADATA_MAX_KEYS = 50
 METADATA_MAX_KEY_LENGTH = 40
 METADATA_MAX_VALUE_LENGTH = 500
 LIST_MAX_ITEMS = 100
+STRING_MAX_LENGTH = 5000
+"""Stripe's ``maxLength`` for a string parameter that names no other."""
+QUOTED_PREFIX = 20
+"""How much of an over-long string a refusal quotes back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,7 @@ class Param:
     """Message template for a value outside ``choices``; ``{value}`` and ``{param}``."""
     fields: Schema | None = None
     item: Param | None = None
+    max_length: int | None = None
 
 
 def string(
@@ -57,6 +63,7 @@ def string(
     unsettable: bool = False,
     choices: frozenset[str] | None = None,
     invalid_choice: str | None = None,
+    max_length: int = STRING_MAX_LENGTH,
 ) -> Param:
     return Param(
         "string",
@@ -64,6 +71,7 @@ def string(
         unsettable=unsettable,
         choices=choices,
         invalid_choice=invalid_choice,
+        max_length=max_length,
     )
 
 
@@ -85,7 +93,7 @@ def obj(fields: Schema, *, required: bool = False, unsettable: bool = False) -> 
 
 def string_or_object(fields: Schema, *, required: bool = False) -> Param:
     """A parameter that is either an id (``source=tok_x``) or a hash (``source[number]=``)."""
-    return Param("string_or_object", required=required, fields=fields)
+    return Param("string_or_object", required=required, fields=fields, max_length=STRING_MAX_LENGTH)
 
 
 def array(item: Param) -> Param:
@@ -127,6 +135,7 @@ def _clean(spec: Param, raw: Any, full: str) -> Any:
             if spec.unsettable:
                 return None
             raise empty_parameter(full)
+        _check_length(spec, raw, full)
         if spec.choices is not None and raw not in spec.choices:
             template = spec.invalid_choice or "Invalid {param}: must be one of {options}"
             raise invalid_request(
@@ -155,6 +164,7 @@ def _clean(spec: Param, raw: Any, full: str) -> Any:
         if isinstance(raw, str):
             if raw == "":
                 raise empty_parameter(full)
+            _check_length(spec, raw, full)
             return raw
         assert spec.fields is not None
         return validate(spec.fields, raw, full)
@@ -170,6 +180,15 @@ def _clean(spec: Param, raw: Any, full: str) -> Any:
     if not isinstance(raw, dict):
         raise invalid_request("Invalid array", param=full)
     return _clean_list(spec.item, raw, full)
+
+
+def _check_length(spec: Param, raw: str, full: str) -> None:
+    if spec.max_length is not None and len(raw) > spec.max_length:
+        raise invalid_request(
+            f"Invalid string: {raw[:QUOTED_PREFIX]}...; must be at most "
+            f"{spec.max_length} characters",
+            param=full,
+        )
 
 
 def _clean_list(item: Param, raw: dict[str, Any], full: str) -> list[Any]:

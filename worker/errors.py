@@ -10,7 +10,8 @@ under our idempotency key, so that repeating the key would only replay it?
 Rules (from Stripe's docs, see ``../shared/reference``):
 
 - Retried: connection errors and timeouts, 429 (``rate_limit`` and
-  ``lock_timeout``), 409, and 5xx.
+  ``lock_timeout``), 409, ``token_in_use`` (a concurrent request holds the
+  token), and 5xx.
 - Permanent: 400/404 invalid requests, 402 card errors, ``idempotency_error``.
 - 401/403: the worker is misconfigured (bad or restricted key).
 - A ``Stripe-Should-Retry`` header, when present, overrides the status code.
@@ -206,6 +207,10 @@ def classify(exc: stripe.StripeError) -> StripeCallError:
         )
     if status == 409:
         return StripeConflict("Stripe reports a concurrent request for this job", **details)
+    if code == "token_in_use":
+        return StripeConflict(
+            "Stripe is using this token in another request at the moment", **details
+        )
     if status is not None and status >= 500:
         return StripeServerError(f"Stripe server error ({status})", **details)
     if isinstance(exc, stripe.CardError) or status == 402:

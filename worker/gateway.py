@@ -1,9 +1,10 @@
 """The Stripe edge: the only module that talks to Stripe.
 
 One :class:`stripe.StripeClient` per worker process, reused across jobs, with
-an explicit timeout and no SDK-level retries (retries are the task's job, so
-there is one retry policy and one idempotency key per job). Failures leave this
-module already classified (see :mod:`worker.errors`).
+an explicit timeout, a pinned ``Stripe-Version`` and no SDK-level retries
+(retries are the task's job, so there is one retry policy and one idempotency
+key per job). Failures leave this module already classified (see
+:mod:`worker.errors`).
 
 Results are the customer object *exactly as Stripe returned it*, with
 ``sources`` expanded, as the seed API's response shows (and, for the companion
@@ -78,6 +79,7 @@ class StripeGateway:
         client = stripe.StripeClient(
             settings.stripe_api_key.get_secret_value(),
             base_addresses={"api": settings.stripe_api_base},
+            stripe_version=settings.stripe_api_version,
             max_network_retries=0,
             http_client=stripe.HTTPXClient(
                 timeout=settings.stripe_timeout_seconds, allow_sync_methods=True

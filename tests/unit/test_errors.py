@@ -216,3 +216,92 @@ def test_misconfigured_message_never_contains_the_key() -> None:
     )
     assert meaning.message.startswith("worker is misconfigured")
     assert key not in meaning.message
+
+
+# --- against Stripe's vocabulary ----------------------------------------------------------
+#
+# Every error ``type`` Stripe's OpenAPI description lists (``api_errors.type``), and every
+# ``code`` the calls we make (update and retrieve a customer, attach and list its sources,
+# retrieve a PaymentMethod) can answer, from Stripe's error-code reference. Each row: the
+# HTTP status Stripe answers it with, retry or not, and the start of the job's message.
+
+RETRY, FINAL = True, False
+#: (type, code, status, exception class, retried?, message start)
+VOCABULARY: list[tuple[str, str | None, int, type[stripe.StripeError], bool, str]] = [
+    ("api_error", None, 500, stripe.APIError, RETRY, "Stripe server error (500)"),
+    ("api_error", None, 502, stripe.APIError, RETRY, "Stripe server error (502)"),
+    ("card_error", "card_declined", 402, stripe.CardError, FINAL, "Stripe refused the card"),
+    ("card_error", "expired_card", 402, stripe.CardError, FINAL, "Stripe refused the card"),
+    ("card_error", "incorrect_cvc", 402, stripe.CardError, FINAL, "Stripe refused the card"),
+    ("card_error", "incorrect_number", 402, stripe.CardError, FINAL, "Stripe refused the card"),
+    ("card_error", "incorrect_zip", 402, stripe.CardError, FINAL, "Stripe refused the card"),
+    ("card_error", "invalid_cvc", 402, stripe.CardError, FINAL, "Stripe refused the card"),
+    ("card_error", "invalid_expiry_month", 402, stripe.CardError, FINAL, "Stripe refused the card"),
+    ("card_error", "invalid_expiry_year", 402, stripe.CardError, FINAL, "Stripe refused the card"),
+    ("card_error", "invalid_number", 402, stripe.CardError, FINAL, "Stripe refused the card"),
+    ("card_error", "processing_error", 402, stripe.CardError, FINAL, "Stripe refused the card"),
+    ("idempotency_error", None, 400, stripe.IdempotencyError, FINAL, "this job id was already"),
+    ("invalid_request_error", "parameter_unknown", 400, stripe.InvalidRequestError, FINAL,
+     "Stripe rejected the request"),
+    ("invalid_request_error", "parameter_missing", 400, stripe.InvalidRequestError, FINAL,
+     "Stripe rejected the request"),
+    ("invalid_request_error", "parameter_invalid_empty", 400, stripe.InvalidRequestError, FINAL,
+     "Stripe rejected the request"),
+    ("invalid_request_error", "parameter_invalid_integer", 400, stripe.InvalidRequestError,
+     FINAL, "Stripe rejected the request"),
+    ("invalid_request_error", "parameter_invalid_string_blank", 400, stripe.InvalidRequestError,
+     FINAL, "Stripe rejected the request"),
+    ("invalid_request_error", "parameter_invalid_string_empty", 400, stripe.InvalidRequestError,
+     FINAL, "Stripe rejected the request"),
+    ("invalid_request_error", "parameters_exclusive", 400, stripe.InvalidRequestError, FINAL,
+     "Stripe rejected the request"),
+    ("invalid_request_error", "resource_missing", 404, stripe.InvalidRequestError, FINAL,
+     "Stripe rejected the request"),
+    ("invalid_request_error", "token_already_used", 400, stripe.InvalidRequestError, FINAL,
+     "Stripe rejected the request"),
+    ("invalid_request_error", "token_in_use", 400, stripe.InvalidRequestError, RETRY,
+     "Stripe is using this token in another request"),
+    ("invalid_request_error", "invalid_source_usage", 400, stripe.InvalidRequestError, FINAL,
+     "Stripe rejected the request"),
+    ("invalid_request_error", "livemode_mismatch", 400, stripe.InvalidRequestError, FINAL,
+     "Stripe rejected the request"),
+    ("invalid_request_error", "idempotency_key_in_use", 409, stripe.APIError, RETRY,
+     "Stripe reports a concurrent request"),
+    ("invalid_request_error", "rate_limit", 429, stripe.RateLimitError, RETRY,
+     "Stripe rate limit reached"),
+    ("invalid_request_error", "lock_timeout", 429, stripe.RateLimitError, RETRY,
+     "Stripe lock timeout"),
+    ("invalid_request_error", "account_invalid", 403, stripe.PermissionError, FINAL,
+     "worker is misconfigured"),
+    ("invalid_request_error", "api_key_expired", 401, stripe.AuthenticationError, FINAL,
+     "worker is misconfigured"),
+    ("invalid_request_error", "platform_api_key_expired", 401, stripe.AuthenticationError, FINAL,
+     "worker is misconfigured"),
+    ("invalid_request_error", "secret_key_required", 401, stripe.AuthenticationError, FINAL,
+     "worker is misconfigured"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("type_", "code", "status", "cls", "retried", "message"),
+    VOCABULARY,
+    ids=[f"{t}/{c or '-'}/{s}" for t, c, s, *_ in VOCABULARY],
+)
+def test_stripe_vocabulary_is_classified(
+    type_: str,
+    code: str | None,
+    status: int,
+    cls: type[stripe.StripeError],
+    retried: bool,
+    message: str,
+) -> None:
+    meaning = classify(sdk_error(cls, status, type_=type_, code=code, message="Stripe says"))
+    assert isinstance(meaning, TransientError) is retried
+    assert meaning.message.startswith(message)
+    if not retried:
+        assert isinstance(meaning, PermanentError)
+
+
+def test_every_error_type_in_stripes_description_has_a_row(stripe_spec: Any) -> None:
+    types = set(stripe_spec.component("api_errors")["properties"]["type"]["enum"])
+    assert types == {row[0] for row in VOCABULARY}
