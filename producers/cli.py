@@ -48,6 +48,9 @@ EXIT_BAD_INPUT = 2
 EXIT_NOT_READY = 3
 EXIT_UNREACHABLE = 4
 
+#: Flower's task list shows the result ({status, message}) and a failure's "<kind>: <message>".
+FLOWER_TASK_COLUMNS = "name,uuid,state,kwargs,result,exception,received,runtime,worker"
+
 cli = typer.Typer(
     name="cards",
     help="Enqueue and inspect set_default_card jobs.",
@@ -169,6 +172,7 @@ def flower(
         "flower",
         f"--port={port}",
         f"--address={address}",
+        f"--tasks_columns={FLOWER_TASK_COLUMNS}",
     ]
     sys.stdout.flush()
     os.execve(sys.executable, argv, env)  # noqa: S606 - a fixed argv, no shell
