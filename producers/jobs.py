@@ -153,6 +153,17 @@ def enqueue_set_default_card(
     return enqueue_job(job, app)
 
 
+def _stop_waiting(result: AsyncResult[Any]) -> None:
+    """Unsubscribe from the result's channel now, while the process can still talk to Redis.
+
+    Otherwise ``AsyncResult.__del__`` does it at interpreter exit, where redis-py
+    can no longer import what a reconnect needs and prints a traceback.
+    """
+    remove = getattr(result.backend, "remove_pending_result", None)
+    if remove is not None:
+        remove(result)
+
+
 def get_result(job_id: str, timeout: float | None = 30.0, *, app: Celery | None = None) -> Envelope:
     """The job's envelope, waiting up to ``timeout`` seconds (0: do not wait).
 
@@ -167,6 +178,8 @@ def get_result(job_id: str, timeout: float | None = 30.0, *, app: Celery | None 
             result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
         except CeleryTimeoutError:
             raise ResultNotReady(job_id, result.state) from None
+        finally:
+            _stop_waiting(result)
     value = result.result
     if result.successful() and isinstance(value, dict) and "status" in value:
         return cast(Envelope, value)

@@ -339,10 +339,12 @@ class Migration:
 
     def _open_report(self, fresh: bool) -> TextIO:
         report = Path(self.record.report)
-        new = fresh or not report.exists()
+        # Empty: a run killed before its first line left the file without its header.
+        new = fresh or not report.exists() or report.stat().st_size == 0
         handle = report.open("w" if new else "a", encoding="utf-8", newline="")
         if new:
             csv.writer(handle).writerow(REPORT_COLUMNS)
+            handle.flush()
         return handle
 
     def _finish(

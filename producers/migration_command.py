@@ -133,7 +133,9 @@ def _migrate(
         f"{record.finished} already finished, queue {get_settings().bulk_queue}",
     )
     view: type[BarProgress] | type[LogProgress] = LogProgress if quiet else BarProgress
-    progress: MigrationProgress = view(chosen_id, scanned.rows, record.finished)
+    progress: MigrationProgress = view(
+        chosen_id, scanned.rows, record.finished, record.failed + record.invalid
+    )
     with progress:
         final = Migration(
             record,

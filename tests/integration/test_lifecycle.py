@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,17 @@ def test_cli_failed_job_exits_non_zero(redis_server: RedisServer) -> None:
         (
             ("result", "never-enqueued-job"),
             3,
-            "error: job never-enqueued-job has no result yet (state PENDING)",
+            "error: job never-enqueued-job has no result yet (state PENDING); wait with --wait",
+        ),
+        (
+            ("result", "never-enqueued-job", "--wait", "0.5"),
+            3,
+            "error: job never-enqueued-job has no result yet (state PENDING); wait with --wait",
+        ),
+        (
+            ("result", "bad id!"),
+            2,
+            "error: JOB_ID must be letters, digits and _ . : - only",
         ),
     ],
 )
@@ -185,6 +196,28 @@ def test_cli_errors_are_one_line_without_traceback(
     assert done.stderr.startswith(message)
     assert done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
+    assert "Exception ignored" not in done.stderr
+
+
+def test_cli_enqueue_wait_timeout_is_one_line(redis_server: RedisServer) -> None:
+    url = redis_server.url()
+    done = subprocess.run(
+        [str(BIN / "cards"), "enqueue", "--user-id", "cus_1", "--source", "card_1"]
+        + ["--wait", "--timeout", "0.5"],
+        env={
+            **os.environ,
+            "CELERY_BROKER_URL": url,
+            "CELERY_RESULT_BACKEND": url,
+            "CARDS_QUEUE": "cards.nobody-reads-this",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3
+    assert "has no result yet (state PENDING); wait with --wait" in done.stderr
+    assert "queue cards.nobody-reads-this" in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
 
 
 def test_cli_unreachable_broker_is_one_line_and_hides_the_password() -> None:

@@ -8,6 +8,7 @@ uses its own Redis database, so migrations and counts never mix.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import redis
 from cards.migrations import MigrationStore
 from harness.processes import BIN, CeleryWorker, RedisServer, run_worker, wait_for
 from harness.queues import queued_rows
+from producers.migration import REPORT_COLUMNS, default_migration_id
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import worker_env
 
@@ -248,6 +250,71 @@ def test_a_killed_migration_resumes_without_losing_or_doubling_a_row(
     assert again.returncode == 0, again.stderr
     assert "300 already finished" in again.stdout
     assert emulator.admin.ledger()["writes_applied_by_customer"] == by_customer
+
+
+def test_a_resume_after_a_kill_before_the_first_row_writes_the_report_header(
+    redis_server: RedisServer,
+    emulator: EmulatorProcess,
+    bulk_worker: CeleryWorker,
+    bulk_db: int,
+    tmp_path: Path,
+) -> None:
+    customer = emulator.admin.seed(1, cards_per_customer=2)[0]
+    source = tmp_path / "header.csv"
+    source.write_text(
+        f"userId,default_source\n{customer['id']},{customer['cards'][1]}\n", encoding="utf-8"
+    )
+    report = tmp_path / "header.csv.report.csv"
+    url = redis_server.url(bulk_db)
+    # What a run killed before its first line leaves: its record, and an empty report.
+    ident = default_migration_id(hashlib.sha256(source.read_bytes()).hexdigest())
+    MigrationStore(redis.Redis.from_url(url)).begin(
+        ident,
+        file=str(source),
+        file_format="csv",
+        sha256=hashlib.sha256(source.read_bytes()).hexdigest(),
+        report=str(report),
+        rows=1,
+        valid=1,
+    )
+    report.write_text("", encoding="utf-8")
+
+    resumed = migrate(url, "resume", ident, "--quiet")
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert report.read_text(encoding="utf-8").splitlines()[0] == ",".join(REPORT_COLUMNS)
+    assert [r["status"] for r in report_rows(report)] == ["done"]
+
+
+def test_a_finished_migration_run_again_shows_the_same_counts_on_the_bar_and_summary(
+    redis_server: RedisServer,
+    emulator: EmulatorProcess,
+    bulk_worker: CeleryWorker,
+    bulk_db: int,
+    tmp_path: Path,
+) -> None:
+    customer, other = emulator.admin.seed(2, cards_per_customer=2)
+    source = tmp_path / "again.csv"
+    source.write_text(
+        "userId,default_source\n"
+        f"{customer['id']},{customer['cards'][1]}\n"
+        f"{customer['id']},{other['cards'][0]}\n"  # not attached: failed
+        "cus_bad!,card_1\n",  # invalid
+        encoding="utf-8",
+    )
+    url = redis_server.url(bulk_db)
+    first = migrate(url, str(source), "--quiet")
+    assert "3 rows, 1 done, 1 failed, 1 invalid" in first.stdout, first.stderr
+
+    quiet = migrate(url, str(source), "--quiet")
+    bar = migrate(url, str(source))
+
+    assert "3 already finished" in quiet.stdout
+    assert "3 rows, 1 done, 1 failed, 1 invalid" in quiet.stdout
+    assert "3/3 finished, 2 failed or invalid" in quiet.stderr
+    assert "3 rows, 1 done, 1 failed, 1 invalid" in bar.stdout
+    assert "failed or invalid 2" in bar.stderr
 
 
 def test_dry_run_reads_through_the_workers_and_writes_nothing(
