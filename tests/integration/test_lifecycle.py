@@ -199,11 +199,13 @@ def test_cli_errors_are_one_line_without_traceback(
     assert "Exception ignored" not in done.stderr
 
 
+WAIT_BRIEFLY = ("--wait", "--timeout", "0.5")
+
+
 def test_cli_enqueue_wait_timeout_is_one_line(redis_server: RedisServer) -> None:
     url = redis_server.url()
     done = subprocess.run(
-        [str(BIN / "cards"), "enqueue", "--user-id", "cus_1", "--source", "card_1"]
-        + ["--wait", "--timeout", "0.5"],
+        [str(BIN / "cards"), "enqueue", "--user-id", "cus_1", "--source", "card_1", *WAIT_BRIEFLY],
         env={
             **os.environ,
             "CELERY_BROKER_URL": url,
