@@ -271,8 +271,8 @@ def migrate(
     target: Annotated[
         list[str],
         typer.Argument(
-            metavar="FILE | status ID | resume ID",
-            help="A CSV or JSONL file to migrate; or `status ID`; or `resume ID`.",
+            metavar="FILE | list | status ID | resume ID",
+            help="A CSV or JSONL file to migrate; or `list`; or `status ID`; or `resume ID`.",
             show_default=False,
         ),
     ],
@@ -308,7 +308,8 @@ def migrate(
     """Set many default cards from a file, on the bulk queue, resumably.
 
     Exit codes: 0 every row done; 1 some row invalid or failed; 2 bad input
-    (unreadable file, unknown migration); 4 Redis cannot be reached.
+    (unreadable file, unknown migration); 4 Redis cannot be reached; 130
+    interrupted (Ctrl-C: it prints the resume command).
     """
     try:
         code = _guarded(

@@ -315,6 +315,69 @@ def test_a_finished_migration_run_again_shows_the_same_counts_on_the_bar_and_sum
     assert "3/3 finished, 2 failed or invalid" in quiet.stderr
     assert "3 rows, 1 done, 1 failed, 1 invalid" in bar.stdout
     assert "failed or invalid 2" in bar.stderr
+    status = json.loads(migrate(url, "status", migration_id(first.stdout)).stdout)
+    assert status["state"] == "failed"
+    assert status["hint"].startswith("some rows failed or were invalid: see the report")
+
+
+def test_a_migration_without_a_bulk_worker_says_so_and_ctrl_c_prints_the_resume_command(
+    redis_server: RedisServer, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    url = redis_server.url(next(_databases))  # no worker reads this database's bulk queue
+    customers = emulator.admin.seed(3, cards_per_customer=2)
+    source = tmp_path / "unread.csv"
+    source.write_text(
+        "userId,default_source\n" + "".join(f"{c['id']},{c['cards'][1]}\n" for c in customers),
+        encoding="utf-8",
+    )
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr:
+        producer = subprocess.Popen(
+            [str(BIN / "cards"), "migrate", str(source), "--quiet"],
+            env={**os.environ, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        assert producer.stdout is not None
+        ident = migration_id(producer.stdout.readline())
+        wait_for(
+            lambda: "warning: no worker reads queue cards.bulk" in stderr_path.read_text(),
+            15,
+            "the producer to say that no worker reads the bulk queue",
+        )
+        assert "celery -A worker worker -Q cards.bulk" in stderr_path.read_text()
+        wait_for(lambda: queued_rows(redis.Redis.from_url(url), BULK_QUEUE) > 0, 15, "jobs")
+
+        running = migrate(url, "status", ident)
+        assert running.returncode == 0, running.stderr
+        view = json.loads(running.stdout)
+        assert view["state"] == "running"
+        assert view["queue"] == BULK_QUEUE and view["queue_depth"] >= 1
+        assert view["workers"] == []
+        assert view["hint"].startswith("no worker reads queue cards.bulk")
+        assert view["last_progress_at"].startswith("20")
+
+        producer.send_signal(signal.SIGINT)
+        assert producer.wait(20) == 130
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.wait(10)
+        if producer.stdout is not None:
+            producer.stdout.close()
+    said = stderr_path.read_text()
+    assert f"continue with: cards migrate resume {ident}" in said
+    assert "Traceback" not in said
+
+    stalled = json.loads(migrate(url, "status", ident).stdout)
+    assert stalled["state"] == "stalled"
+    assert stalled["hint"].endswith(f"then cards migrate resume {ident}")
+    listed = migrate(url, "list")
+    assert listed.returncode == 0, listed.stderr
+    shown = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(m["id"], m["state"], m["rows"]) for m in shown] == [(ident, "stalled", 3)]
 
 
 def test_dry_run_reads_through_the_workers_and_writes_nothing(
