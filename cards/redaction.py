@@ -24,6 +24,7 @@ from typing import Any, Final
 __all__ = [
     "HIDDEN",
     "batch_reprs",
+    "calls_for_a_probe",
     "event_reprs",
     "finished_event",
     "minimal_customer",
@@ -86,6 +87,15 @@ def summarize_envelope_repr(result: Any) -> str:
     if head is None:
         return HIDDEN
     return repr({"status": head[0], "message": head[1]})
+
+
+def calls_for_a_probe(event: str, fields: dict[str, Any]) -> bool:
+    """Does this event (after :func:`finished_event`) hint that the worker cannot reach or
+    use Stripe: a job ended ``misconfigured``, or retries for want of a connection? (Pure.)"""
+    exception = str(fields.get("exception") or "")
+    if event == "task-failed":
+        return exception.startswith("misconfigured: ")
+    return event == "task-retried" and "connection: " in exception
 
 
 def finished_event(fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:

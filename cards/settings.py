@@ -221,6 +221,12 @@ class Settings(BaseSettings):
     metrics_address: str = Field(
         default="127.0.0.1", description="Address the worker's /metrics binds."
     )
+    breaker_probe_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="While a worker's Stripe breaker is open (no key, a refused key, an "
+        "unreachable STRIPE_API_BASE), how often it probes Stripe to resume.",
+    )
     gateway_api_keys: SecretStr | None = Field(
         default=None,
         description="Bearer API keys the HTTP gateway accepts, comma-separated (at least 16 "

@@ -11,12 +11,12 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, cast
 
-from celery import Celery
+from celery import Celery, states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 from cards.destinations import RefusedDestination, check_destination
-from cards.envelope import Envelope, ErrorKind, failure
+from cards.envelope import Envelope, ErrorKind, RetryCause, failure
 from cards.jobs import TASK_NAME, InvalidJob, SetDefaultCardJob, validate_job
 from cards.messaging import celery_app
 from cards.redaction import event_reprs
@@ -45,10 +45,19 @@ class Unreachable(ConnectionError):
 class ResultNotReady(TimeoutError):
     """The job has no result yet (still queued, running or retrying, or unknown)."""
 
-    def __init__(self, job_id: str, state: str) -> None:
+    def __init__(self, job_id: str, state: str, last_error: str | None = None) -> None:
         self.job_id = job_id
         self.state = state
-        super().__init__(f"job {job_id} has no result yet (state {state})")
+        self.last_error = last_error
+        why = f"; last error: {last_error}" if last_error else ""
+        super().__init__(f"job {job_id} has no result yet (state {state}{why})")
+
+
+def _not_ready(job_id: str, result: AsyncResult[Any]) -> ResultNotReady:
+    """:class:`ResultNotReady`, with a retrying job's last error (its RetryCause)."""
+    state = result.state
+    info = result.info if state == states.RETRY else None
+    return ResultNotReady(job_id, state, str(info) if isinstance(info, RetryCause) else None)
 
 
 @lru_cache(maxsize=1)
@@ -172,12 +181,12 @@ def get_result(job_id: str, timeout: float | None = 30.0, *, app: Celery | None 
     result: AsyncResult[Any] = AsyncResult(job_id, app=app or producer_app())
     if timeout is not None and timeout <= 0:
         if not result.ready():
-            raise ResultNotReady(job_id, result.state)
+            raise _not_ready(job_id, result)
     else:
         try:
             result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
         except CeleryTimeoutError:
-            raise ResultNotReady(job_id, result.state) from None
+            raise _not_ready(job_id, result) from None
         finally:
             _stop_waiting(result)
     value = result.result

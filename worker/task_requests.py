@@ -14,7 +14,8 @@ from typing import Any
 from celery.worker.request import Request
 
 from cards.jobs import check_job_id
-from cards.redaction import batch_reprs, finished_event
+from cards.redaction import batch_reprs, calls_for_a_probe, finished_event
+from worker.breaker import BREAKER
 
 __all__ = ["BatchRequest", "EnvelopeRequest", "JobIdRequest"]
 
@@ -48,6 +49,8 @@ class EnvelopeRequest(JobIdRequest):
     def send_event(self, type: str, **fields: Any) -> None:
         if type == "task-succeeded" and "result" in fields:
             type, fields = finished_event(fields)
+        if calls_for_a_probe(type, fields):
+            BREAKER.nudge()
         super().send_event(type, **fields)
 
 

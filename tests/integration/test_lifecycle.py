@@ -13,6 +13,7 @@ import pytest
 from cards.jobs import TASK_NAME
 from harness.processes import BIN, RedisServer, client_app, free_port, start_worker, wait_for
 from producers import enqueue_set_default_card, get_result
+from producers.jobs import ResultNotReady
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import applied_writes, cards_cli, customer_writes, worker_env
 from worker.idempotency import idempotency_key
@@ -73,7 +74,7 @@ def test_job_completes_after_its_worker_is_killed_mid_call(
     ],
     ids=["rejected-key", "no-key"],
 )
-def test_misconfigured_worker_fails_jobs_clearly_without_leaking_the_key(
+def test_misconfigured_worker_leaves_jobs_queued_and_says_why_without_leaking_the_key(
     redis_server: RedisServer,
     emulator: EmulatorProcess,
     logs_dir: Path,
@@ -86,23 +87,25 @@ def test_misconfigured_worker_fails_jobs_clearly_without_leaking_the_key(
     if not key:
         del env["STRIPE_API_KEY"]
     app = client_app(redis_server.url(db))
+    app.connection_for_write().default_channel.client.flushdb()
+    result = app.send_task(
+        TASK_NAME,
+        kwargs={"userId": customers[0]["id"], "default_source": customers[0]["cards"][1]},
+    )
     log = logs_dir / f"misconfigured-{len(key)}.log"
     worker = start_worker(env, log, name=f"misconfigured{len(key)}")
     try:
-        result = app.send_task(
-            TASK_NAME,
-            kwargs={"userId": customers[0]["id"], "default_source": customers[0]["cards"][1]},
-        )
-        envelope = get_result(result.id, timeout=30, app=app)
+        wait_for(lambda: "stripe breaker open" in log.read_text(), 30, "the breaker to open")
+        with pytest.raises(ResultNotReady, match="state PENDING"):
+            get_result(result.id, timeout=1, app=app)
     finally:
         worker.stop()
-    assert envelope["status"] is False
-    assert envelope["message"].startswith(expected)
-    assert envelope["data"] is not None and envelope["data"]["kind"] == "misconfigured"
     text = log.read_text()
-    assert "CRITICAL" in text
+    critical = [line for line in text.splitlines() if "CRITICAL" in line]
+    assert len(critical) == 1 and expected in critical[0]
+    assert f"stripe: calling {emulator.url}" in text
+    assert app.connection_for_write().default_channel.client.llen("cards") == 1  # still queued
     if key:
-        assert key not in json.dumps(envelope)
         assert key not in text
         assert key[-8:] not in text
 
