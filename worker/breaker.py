@@ -13,17 +13,19 @@ A probe (:meth:`worker.gateway.StripeGateway.probe`) is one read of a customer
 that cannot exist: a 404 proves the key and the address. Stripe's transient
 trouble (429, 5xx) is not this breaker's business; jobs retry it themselves.
 
-The worker probes at start (and logs its Stripe base URL, never the key), as soon
-as a job ends ``misconfigured`` or retries for want of a connection (the main
+The worker probes at start (and logs its Stripe base URL, never the key), when
+a job ends ``misconfigured`` or retries for want of a connection (the main
 process sees both in the job's event, :mod:`worker.task_requests`), and while
-the breaker is open. Jobs that ended ``misconfigured`` before it opened are
-dead letters (:mod:`cards.deadletters`): ``cards dlq replay`` sends them again.
+the breaker is open; never twice within ``CARDS_BREAKER_PROBE_SECONDS``. Jobs
+that ended ``misconfigured`` before it opened are dead letters
+(:mod:`cards.deadletters`): ``cards dlq replay`` sends them again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Final
@@ -117,11 +119,15 @@ class Breaker:
         self._nudged.set()
 
     def _run(self, stopped: threading.Event) -> None:
+        last = time.monotonic()  # start() has just probed
         while not stopped.is_set():
             self._nudged.wait(self._interval() if self.is_open else CLOSED_PROBE_SECONDS)
             self._nudged.clear()
-            if not stopped.is_set():
-                self.step()
+            # Nudges come with every failing job: probe at most once per interval.
+            if stopped.wait(max(0.0, last + self._interval() - time.monotonic())):
+                return
+            last = time.monotonic()
+            self.step()
 
     def step(self) -> Action:
         """Probe once and act on the answer."""
