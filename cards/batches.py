@@ -4,7 +4,9 @@ A migration sends thousands of rows. One Celery message per row costs the
 worker more CPU in Celery's own bookkeeping (the message, its events, its
 acknowledgement) than in the Stripe call (BENCHMARKS.md), so ``cards migrate``
 sends ``cards.set_default_cards`` messages of up to :data:`MAX_BATCH_ROWS`
-rows: ``{"jobs": [<set_default_card fields>, …]}``.
+rows: ``{"jobs": [<set_default_card fields>, …], "migration_id": "m…"}``
+(``migration_id`` is optional; it names the batch's migration in task events,
+so Flower shows it).
 
 Every row is still a job of its own: it carries its own ``job_id``, under
 which the worker stores the row's envelope, so a row is read back exactly
@@ -28,6 +30,7 @@ __all__ = ["BATCH_TASK_NAME", "MAX_BATCH_ROWS", "validate_batch"]
 
 BATCH_TASK_NAME: Final = "cards.set_default_cards"
 MAX_BATCH_ROWS: Final = 500
+BATCH_FIELDS: Final = frozenset({"jobs", "migration_id"})
 
 
 def _refused(problem: str, field: str = "jobs") -> InvalidJob:
@@ -42,9 +45,20 @@ def validate_batch(args: tuple[Any, ...], fields: dict[str, Any]) -> list[dict[s
     """
     if args:
         raise _refused("send the batch as keyword arguments (kwargs), not positional args")
-    unknown = sorted(name for name in fields if name != "jobs")
+    unknown = sorted(name for name in fields if name not in BATCH_FIELDS)
     if unknown:
-        raise _refused(f"a batch has only the field 'jobs', not {unknown[0][:40]!a}", unknown[0])
+        raise _refused(
+            f"a batch has only the fields 'jobs' and 'migration_id', not {unknown[0][:40]!a}",
+            unknown[0],
+        )
+    migration_id = fields.get("migration_id")
+    if migration_id is not None:
+        if not isinstance(migration_id, str):
+            raise _refused("migration_id must be a string", "migration_id")
+        try:
+            check_job_id(migration_id, "migration_id")
+        except ValueError as exc:
+            raise _refused(str(exc), "migration_id") from None
     rows = fields.get("jobs")
     if not isinstance(rows, list) or not rows:
         raise _refused("jobs must be a non-empty JSON array of job objects")

@@ -1,9 +1,11 @@
-"""Dead letters: jobs that failed only because a transient cause outlasted their retries.
+"""Dead letters: jobs that failed only because of a cause outside the job.
 
-Such a job is not wrong, only unlucky (Stripe was down, or rate limits held for
-longer than the retry window), so it is kept with its original fields and can
-be replayed once the cause is gone. A replay reuses the job id: the same
-idempotency key, so a write Stripe already applied is not applied again.
+A transient cause outlasted their retries (Stripe was down, or rate limits held
+for longer than the retry window), or the worker was misconfigured (no Stripe
+key, a key Stripe refused). Such a job is not wrong, only unlucky, so it is
+kept with its original fields and can be replayed once the cause is gone. A
+replay reuses the job id: the same idempotency key, so a write Stripe already
+applied is not applied again.
 
 Layout in Redis (shared by the worker, which adds, and the ``cards dlq``
 command, which lists, replays and purges):
@@ -35,10 +37,14 @@ ENTRIES_KEY: Final = "cards:dlq:entries"
 ORDER_KEY: Final = "cards:dlq:order"
 
 
+#: Failures that say nothing about the job itself: replay it once the cause is fixed.
+DEAD_LETTER_KINDS: Final = frozenset({ErrorKind.STRIPE_UNAVAILABLE, ErrorKind.MISCONFIGURED})
+
+
 def is_dead_letter(envelope: Envelope) -> bool:
-    """Did the job fail only because transient failures outlasted its retries?"""
+    """Did the job fail only because of Stripe's availability or the worker's configuration?"""
     data = envelope["data"] or {}
-    return not envelope["status"] and data.get("kind") == ErrorKind.STRIPE_UNAVAILABLE
+    return not envelope["status"] and data.get("kind") in DEAD_LETTER_KINDS
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,15 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final, TypedDict
 
-__all__ = ["SUCCESS_MESSAGE", "Envelope", "ErrorData", "ErrorKind", "failure", "success"]
+__all__ = [
+    "SUCCESS_MESSAGE",
+    "Envelope",
+    "ErrorData",
+    "ErrorKind",
+    "RetryCause",
+    "failure",
+    "success",
+]
 
 #: The seed API's success text, kept verbatim for its existing consumers.
 SUCCESS_MESSAGE: Final = "Método de pago actualizado con éxito"
@@ -39,6 +47,11 @@ class ErrorKind(StrEnum):
     MISCONFIGURED = "misconfigured"
     STRIPE_UNAVAILABLE = "stripe_unavailable"
     INTERNAL = "internal"
+
+
+class RetryCause(Exception):
+    """Why a job is waiting to retry (``"<reason>: <last error>"``): the retrying job's
+    state info in the result backend, read by producers as this class. Never an answer."""
 
 
 class ErrorData(TypedDict):

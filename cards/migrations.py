@@ -17,8 +17,14 @@ A line is finished at most once: the bit and its count change together in one
 Lua script, so a line marked twice (a resumed producer, a replayed result) is
 counted once. Both keys expire ``RECORD_TTL_SECONDS`` after the last change.
 
+A migration's state (:func:`migration_state`) is read from its record:
+``done`` or ``failed`` (some row failed or was invalid) once complete;
+``stalled`` when its producer was interrupted, or nothing changed for
+``STALL_SECONDS``; else ``running``.
+
 Parameters:
     RECORD_TTL_SECONDS: how long a migration's record outlives its last change.
+    STALL_SECONDS: a running migration without progress for this long is stalled.
 """
 
 from __future__ import annotations
@@ -31,9 +37,18 @@ from typing import Any, Final, cast
 
 import redis
 
-__all__ = ["RECORD_TTL_SECONDS", "LineOutcome", "MigrationRecord", "MigrationStore"]
+__all__ = [
+    "RECORD_TTL_SECONDS",
+    "STALL_SECONDS",
+    "LineOutcome",
+    "MigrationRecord",
+    "MigrationState",
+    "MigrationStore",
+    "migration_state",
+]
 
 RECORD_TTL_SECONDS: Final = 30 * 24 * 3600
+STALL_SECONDS: Final = 60.0
 KEY_PREFIX: Final = "cards:migration:"
 
 
@@ -41,6 +56,13 @@ class LineOutcome(StrEnum):
     DONE = "done"
     FAILED = "failed"
     INVALID = "invalid"
+
+
+class MigrationState(StrEnum):
+    RUNNING = "running"
+    STALLED = "stalled"
+    DONE = "done"
+    FAILED = "failed"
 
 
 # KEYS: hash, bitmap. ARGV: ttl, now, then (line, outcome) pairs. Returns newly finished.
@@ -86,6 +108,7 @@ class MigrationRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
     completed_at: float = 0.0
+    interrupted_at: float = 0.0
 
     @property
     def finished(self) -> int:
@@ -163,6 +186,7 @@ class MigrationStore:
                 "valid": valid,
                 "updated_at": now,
                 "completed_at": 0,
+                "interrupted_at": 0,
             },
         )
         pipe.expire(record_key, RECORD_TTL_SECONDS)
@@ -196,3 +220,30 @@ class MigrationStore:
 
     def complete(self, migration_id: str) -> None:
         self._redis.hset(self._keys(migration_id)[0], "completed_at", time.time())
+
+    def interrupt(self, migration_id: str) -> None:
+        """Record that the producer was stopped (Ctrl-C): the migration is stalled."""
+        self._redis.hset(self._keys(migration_id)[0], "interrupted_at", time.time())
+
+    def all(self) -> list[MigrationRecord]:
+        """Every migration still recorded, oldest first."""
+        records = []
+        for key in self._redis.scan_iter(match=f"{KEY_PREFIX}*", count=1000):
+            name = key.decode()
+            if name.endswith(":lines"):
+                continue
+            record = self.get(name.removeprefix(KEY_PREFIX))
+            if record is not None:
+                records.append(record)
+        return sorted(records, key=lambda record: (record.created_at, record.id))
+
+
+def migration_state(
+    record: MigrationRecord, now: float, stall_seconds: float = STALL_SECONDS
+) -> MigrationState:
+    """What a migration is doing, from its record. (Pure.)"""
+    if record.complete:
+        return MigrationState.FAILED if record.failed or record.invalid else MigrationState.DONE
+    if record.interrupted_at or now - record.updated_at > stall_seconds:
+        return MigrationState.STALLED
+    return MigrationState.RUNNING

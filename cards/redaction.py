@@ -9,7 +9,10 @@ as an argument. Flower shows all of it to anyone who can open it.
 So events carry the job id instead of the arguments (producers set
 ``argsrepr``/``kwargsrepr`` when they send, and the worker replaces them when
 it receives, for clients that do not) and ``{status, message}`` instead of the
-envelope. The result backend keeps the whole envelope.
+envelope; a bulk batch's events name its migration and row count. A job that
+ends ``status: false`` sends ``task-failed`` instead of ``task-succeeded``, so
+Flower counts and filters it as FAILURE. The result backend keeps the whole
+envelope, in state SUCCESS.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from typing import Any, Final
 __all__ = [
     "HIDDEN",
     "NEVER_STORED",
+    "batch_reprs",
+    "calls_for_a_probe",
     "event_reprs",
+    "finished_event",
     "minimal_customer",
     "redact_customer",
     "redact_source",
@@ -37,6 +43,7 @@ HIDDEN: Final = "'<hidden>'"
 _QUOTED = r"'(?:[^'\\]|\\.)*'" + "|" + r'"(?:[^"\\]|\\.)*"'
 _ENVELOPE_HEAD = re.compile(
     r"\{'status': (?P<status>True|False), 'message': (?P<message>" + _QUOTED + ")"
+    r"(?:, 'data': \{'kind': '(?P<kind>[a-z_]+)')?"
 )
 
 
@@ -45,28 +52,72 @@ def event_reprs(job_id: str) -> dict[str, Any]:
     return {"argsrepr": "()", "kwargsrepr": repr({"job_id": job_id})}
 
 
+def batch_reprs(job_id: str, migration_id: str, rows: int) -> dict[str, Any]:
+    """``argsrepr``/``kwargsrepr`` of a bulk batch: its migration and row count, no row."""
+    return {
+        "argsrepr": "()",
+        "kwargsrepr": repr({"job_id": job_id, "migration_id": migration_id, "rows": rows}),
+    }
+
+
+def _envelope_head(result: Any) -> tuple[bool, str, str | None] | None:
+    """``(status, message, failure kind)`` of an envelope or its repr's head; None if neither."""
+    if isinstance(result, dict):
+        status, message, data = result.get("status"), result.get("message"), result.get("data")
+        if not (isinstance(status, bool) and isinstance(message, str)):
+            return None
+        kind = data.get("kind") if isinstance(data, dict) else None
+        return status, message, kind if isinstance(kind, str) else None
+    if not isinstance(result, str):
+        return None
+    match = _ENVELOPE_HEAD.match(result)
+    if match is None:
+        return None
+    try:
+        message = ast.literal_eval(match["message"])
+    except (ValueError, SyntaxError):
+        return None
+    return match["status"] == "True", message, match["kind"]
+
+
 def summarize_envelope_repr(result: Any) -> str:
     """The repr of ``{status, message}`` from an envelope or its repr; :data:`HIDDEN` otherwise.
 
     The worker's pool process hands the main process only a (possibly
     truncated) repr of the return value, so this reads the repr's head and
-    never passes on anything after the message.
+    never passes on anything after the message (and the failure's kind).
     """
-    if isinstance(result, dict):
-        status, message = result.get("status"), result.get("message")
-        if isinstance(status, bool) and isinstance(message, str):
-            return repr({"status": status, "message": message})
+    head = _envelope_head(result)
+    if head is None:
         return HIDDEN
-    if not isinstance(result, str):
-        return HIDDEN
-    match = _ENVELOPE_HEAD.match(result)
-    if match is None:
-        return HIDDEN
-    try:
-        message = ast.literal_eval(match["message"])
-    except (ValueError, SyntaxError):
-        return HIDDEN
-    return repr({"status": match["status"] == "True", "message": message})
+    return repr({"status": head[0], "message": head[1]})
+
+
+def calls_for_a_probe(event: str, fields: dict[str, Any]) -> bool:
+    """Does this event (after :func:`finished_event`) hint that the worker cannot reach or
+    use Stripe: a job ended ``misconfigured``, or retries for want of a connection? (Pure.)"""
+    exception = str(fields.get("exception") or "")
+    if event == "task-failed":
+        return exception.startswith("misconfigured: ")
+    return event == "task-retried" and "connection: " in exception
+
+
+def finished_event(fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The event a finished job sends instead of its ``task-succeeded``. (Pure.)
+
+    The result shows ``{status, message}``. An envelope with ``status: false``
+    becomes ``task-failed`` (Flower's FAILURE, its "Failed" filter), with
+    ``exception`` ``"<kind>: <message>"``; the result backend still holds the
+    envelope in state SUCCESS, so every consumer reads the same shape.
+    """
+    head = _envelope_head(fields.get("result"))
+    if head is None:
+        return "task-succeeded", {**fields, "result": HIDDEN}
+    status, message, kind = head
+    shown = {**fields, "result": repr({"status": status, "message": message})}
+    if status:
+        return "task-succeeded", shown
+    return "task-failed", {**shown, "exception": f"{kind or 'failed'}: {message}"}
 
 
 #: Keys never kept in an envelope, whatever the mode: a source's ``client_secret``

@@ -149,8 +149,9 @@ class Settings(BaseSettings):
     )
     callback_allowed_hosts: str = Field(
         default="",
-        description="Callback hosts allowed despite the SSRF rules: host names, IP addresses "
-        "or CIDR blocks, comma-separated (never a cloud metadata address).",
+        description="Callback destinations allowed despite the SSRF rules: host names, IPs or "
+        "CIDRs, each with an optional :port (IPv6 in brackets; without a port, 80 and 443), "
+        "comma-separated; never one covering a cloud metadata address.",
     )
     callback_max_attempts: int = Field(
         default=10, ge=1, le=100, description="HTTP attempts per callback before giving up."
@@ -172,7 +173,8 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = Field(
         default=None,
         description="Flower's basic auth, user:password (comma-separated for several users); "
-        "`cards flower` refuses to start without it.",
+        "`cards flower` refuses to start without it or with a weak password (under 12 "
+        "characters, under 6 distinct ones, or containing the user name).",
     )
     signing_key_file: Path | None = Field(
         default=None,
@@ -188,8 +190,8 @@ class Settings(BaseSettings):
     )
     minimal_data: bool = Field(
         default=False,
-        description="Success envelopes carry only the customer's id, default_source, "
-        "invoice_settings and card list: no email, name, phone or address.",
+        description="Success envelopes of every job kind carry only ids, defaults and the card "
+        "list: no email, name, phone or address. A source's client_secret is never stored.",
     )
     ordering: bool = Field(
         default=True,
@@ -256,10 +258,17 @@ class Settings(BaseSettings):
     metrics_address: str = Field(
         default="127.0.0.1", description="Address the worker's /metrics binds."
     )
+    breaker_probe_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="While a worker's Stripe breaker is open (no key, a refused key, an "
+        "unreachable STRIPE_API_BASE), how often it probes Stripe to resume.",
+    )
     gateway_api_keys: SecretStr | None = Field(
         default=None,
-        description="Bearer API keys the HTTP gateway accepts, comma-separated (at least 16 "
-        "characters each). Without one the gateway refuses to start, unless dev-no-auth.",
+        description="Bearer API keys the HTTP gateway accepts, comma-separated, each "
+        "TENANT:SCOPES:KEY or a bare KEY (its own tenant, every scope but admin); at least 16 "
+        "characters, no placeholder. Without one `cards gateway` refuses to start.",
     )
     gateway_max_wait_seconds: float = Field(
         default=30.0,

@@ -23,7 +23,7 @@ from celery.exceptions import BackendError
 from kombu.utils.url import maybe_sanitize_url
 
 from cards.envelope import Envelope
-from cards.jobs import InvalidJob
+from cards.jobs import InvalidJob, check_job_id
 from cards.settings import get_settings
 from producers.callbacks import get_callback_status
 from producers.deadletters import dead_letter_store, replay_dead_letters
@@ -47,6 +47,9 @@ EXIT_JOB_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_READY = 3
 EXIT_UNREACHABLE = 4
+
+#: Flower's task list shows the result ({status, message}) and a failure's "<kind>: <message>".
+FLOWER_TASK_COLUMNS = "name,uuid,state,kwargs,result,exception,received,runtime,worker"
 
 cli = typer.Typer(
     name="cards",
@@ -77,7 +80,11 @@ def _guarded(action: Callable[[], T], *, connects: bool = True) -> T:
     except InvalidJob as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except ResultNotReady as exc:
-        _fail(str(exc), EXIT_NOT_READY)
+        _fail(
+            f"{exc}; wait with --wait SECONDS, and check that a worker reads queue "
+            f"{get_settings().queue}",
+            EXIT_NOT_READY,
+        )
     except (
         Unreachable,
         kombu.exceptions.OperationalError,
@@ -86,7 +93,11 @@ def _guarded(action: Callable[[], T], *, connects: bool = True) -> T:
         BackendError,
     ) as exc:
         where = maybe_sanitize_url(get_settings().celery_broker_url)
-        _fail(f"cannot reach the broker or result backend at {where} ({exc})", EXIT_UNREACHABLE)
+        _fail(
+            f"cannot reach the broker or result backend at {where} ({exc}); is Redis running "
+            "there? (CELERY_BROKER_URL, CELERY_RESULT_BACKEND)",
+            EXIT_UNREACHABLE,
+        )
 
 
 @cli.command()
@@ -125,6 +136,10 @@ def result(
     wait: Annotated[float, typer.Option(help="Seconds to wait for the result (0: don't).")] = 0.0,
 ) -> None:
     """Print a job's envelope as JSON, with "callback": its delivery, if it asked for one."""
+    try:
+        check_job_id(job_id, "JOB_ID")
+    except ValueError as exc:
+        _fail(f"{exc}; pass the id that `cards enqueue` printed", EXIT_BAD_INPUT)
 
     def envelope_and_callback() -> dict[str, Any]:
         view: dict[str, Any] = dict(get_result(job_id, timeout=wait))
@@ -172,6 +187,7 @@ def flower(
         "flower",
         f"--port={port}",
         f"--address={address}",
+        f"--tasks_columns={FLOWER_TASK_COLUMNS}",
     ]
     sys.stdout.flush()
     os.execve(sys.executable, argv, env)  # noqa: S606 - a fixed argv, no shell
@@ -259,8 +275,8 @@ def migrate(
     target: Annotated[
         list[str],
         typer.Argument(
-            metavar="FILE | status ID | resume ID",
-            help="A CSV or JSONL file to migrate; or `status ID`; or `resume ID`.",
+            metavar="FILE | list | status ID | resume ID",
+            help="A CSV or JSONL file to migrate; or `list`; or `status ID`; or `resume ID`.",
             show_default=False,
         ),
     ],
@@ -296,7 +312,8 @@ def migrate(
     """Set many default cards from a file, on the bulk queue, resumably.
 
     Exit codes: 0 every row done; 1 some row invalid or failed; 2 bad input
-    (unreadable file, unknown migration); 4 Redis cannot be reached.
+    (unreadable file, unknown migration); 4 Redis cannot be reached; 130
+    interrupted (Ctrl-C: it prints the resume command).
     """
     try:
         code = _guarded(

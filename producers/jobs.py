@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol, cast
 
-from celery import Celery
+from celery import Celery, states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 from cards.destinations import RefusedDestination, check_destination
-from cards.envelope import Envelope, ErrorKind, failure
+from cards.envelope import Envelope, ErrorKind, RetryCause, failure
 from cards.jobs import TASK_NAME, InvalidJob, SetDefaultCardJob, check_requested_at, validate_job
 from cards.messaging import celery_app
 from cards.redaction import event_reprs
@@ -46,10 +46,19 @@ class Unreachable(ConnectionError):
 class ResultNotReady(TimeoutError):
     """The job has no result yet (still queued, running or retrying, or unknown)."""
 
-    def __init__(self, job_id: str, state: str) -> None:
+    def __init__(self, job_id: str, state: str, last_error: str | None = None) -> None:
         self.job_id = job_id
         self.state = state
-        super().__init__(f"job {job_id} has no result yet (state {state})")
+        self.last_error = last_error
+        why = f"; last error: {last_error}" if last_error else ""
+        super().__init__(f"job {job_id} has no result yet (state {state}{why})")
+
+
+def _not_ready(job_id: str, result: AsyncResult[Any]) -> ResultNotReady:
+    """:class:`ResultNotReady`, with a retrying job's last error (its RetryCause)."""
+    state = result.state
+    info = result.info if state == states.RETRY else None
+    return ResultNotReady(job_id, state, str(info) if isinstance(info, RetryCause) else None)
 
 
 @lru_cache(maxsize=1)
@@ -177,6 +186,17 @@ def enqueue_set_default_card(
     return enqueue_job(job, app)
 
 
+def _stop_waiting(result: AsyncResult[Any]) -> None:
+    """Unsubscribe from the result's channel now, while the process can still talk to Redis.
+
+    Otherwise ``AsyncResult.__del__`` does it at interpreter exit, where redis-py
+    can no longer import what a reconnect needs and prints a traceback.
+    """
+    remove = getattr(result.backend, "remove_pending_result", None)
+    if remove is not None:
+        remove(result)
+
+
 def get_result(job_id: str, timeout: float | None = 30.0, *, app: Celery | None = None) -> Envelope:
     """The job's envelope, waiting up to ``timeout`` seconds (0: do not wait).
 
@@ -185,12 +205,14 @@ def get_result(job_id: str, timeout: float | None = 30.0, *, app: Celery | None 
     result: AsyncResult[Any] = AsyncResult(job_id, app=app or producer_app())
     if timeout is not None and timeout <= 0:
         if not result.ready():
-            raise ResultNotReady(job_id, result.state)
+            raise _not_ready(job_id, result)
     else:
         try:
             result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
         except CeleryTimeoutError:
-            raise ResultNotReady(job_id, result.state) from None
+            raise _not_ready(job_id, result) from None
+        finally:
+            _stop_waiting(result)
     value = result.result
     if result.successful() and isinstance(value, dict) and "status" in value:
         return cast(Envelope, value)

@@ -68,7 +68,7 @@ from cards.batches import BATCH_TASK_NAME
 from cards.jobs import TASK_NAME
 from cards.messaging import celery_app
 from cards.migrations import LineOutcome, MigrationRecord, MigrationStore
-from cards.redaction import event_reprs
+from cards.redaction import batch_reprs, event_reprs
 from cards.settings import get_settings
 from producers.jobs import producer_app
 from producers.progress import MigrationProgress
@@ -339,10 +339,12 @@ class Migration:
 
     def _open_report(self, fresh: bool) -> TextIO:
         report = Path(self.record.report)
-        new = fresh or not report.exists()
+        # Empty: a run killed before its first line left the file without its header.
+        new = fresh or not report.exists() or report.stat().st_size == 0
         handle = report.open("w" if new else "a", encoding="utf-8", newline="")
         if new:
             csv.writer(handle).writerow(REPORT_COLUMNS)
+            handle.flush()
         return handle
 
     def _finish(
@@ -420,11 +422,12 @@ class Migration:
         kwargs: dict[str, Any]
         if self._batch_rows == 1:
             (job_id, _), kwargs, name = batch[0], jobs[0], self._task_name
+            reprs = event_reprs(job_id)
         else:
-            job_id, kwargs, name = str(uuid.uuid4()), {"jobs": jobs}, BATCH_TASK_NAME
-        self._sender.send_task(
-            name, kwargs=kwargs, task_id=job_id, queue=self._queue, **event_reprs(job_id)
-        )
+            job_id, name = str(uuid.uuid4()), BATCH_TASK_NAME
+            kwargs = {"jobs": jobs, "migration_id": self.record.id}
+            reprs = batch_reprs(job_id, self.record.id, len(jobs))
+        self._sender.send_task(name, kwargs=kwargs, task_id=job_id, queue=self._queue, **reprs)
         for job_id, row in batch:
             assert row.job is not None
             self._window.add(job_id, Sent(row.line, row.job.userId, row.job.default_source))

@@ -10,13 +10,15 @@ CLI's usual handling (exit code 4).
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import typer
 
 from cards.jobs import CHECK_TASK_NAME, MAX_JOB_ID_LENGTH, TASK_NAME, check_job_id
-from cards.migrations import MigrationRecord
+from cards.migrations import MigrationRecord, MigrationState, migration_state
 from cards.settings import get_settings
 from producers.jobs import check_connections
 from producers.migration import (
@@ -28,6 +30,7 @@ from producers.migration import (
     scan,
 )
 from producers.progress import BarProgress, LogProgress, MigrationProgress
+from producers.queues import queue_depth, queue_readers
 from producers.rows import FileFormat, Row, UnreadableFile, format_for
 
 __all__ = ["MigrationInputError", "migration_command"]
@@ -38,6 +41,7 @@ MAX_MIGRATION_ID_LENGTH: Final = MAX_JOB_ID_LENGTH - 12
 DRY_RUN_SUFFIX: Final = ".dry"
 EXIT_OK: Final = 0
 EXIT_ROWS_FAILED: Final = 1
+EXIT_INTERRUPTED: Final = 130
 
 
 class MigrationInputError(ValueError):
@@ -53,6 +57,60 @@ def _summary(record: MigrationRecord) -> str:
         f"migration {record.id}: {record.rows} rows, {record.done} done, "
         f"{record.failed} failed, {record.invalid} invalid"
     )
+
+
+def _start_worker_hint(queue: str) -> str:
+    return f"start one: celery -A worker worker -Q {queue} -n bulk@%h"
+
+
+def _resume_hint(migration_id: str) -> str:
+    return f"cards migrate resume {migration_id}"
+
+
+def _when(timestamp: float) -> str | None:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp else None
+
+
+def status_hint(
+    record: MigrationRecord, state: MigrationState, queue: str, readers: list[str]
+) -> str:
+    """What an operator should do about a migration in ``state``. (Pure.)"""
+    if state is MigrationState.DONE:
+        return ""
+    if state is MigrationState.FAILED:
+        return f"some rows failed or were invalid: see the report {record.report}"
+    if not readers:
+        return f"no worker reads queue {queue}: {_start_worker_hint(queue)}" + (
+            f"; then {_resume_hint(record.id)}" if state is MigrationState.STALLED else ""
+        )
+    if state is MigrationState.STALLED:
+        return f"its producer stopped: {_resume_hint(record.id)}"
+    return ""
+
+
+def _status_view(record: MigrationRecord) -> dict[str, Any]:
+    queue = get_settings().bulk_queue
+    state = migration_state(record, time.time())
+    readers = queue_readers(queue) if not record.complete else []
+    view = record.as_dict()
+    view.update(
+        state=str(state),
+        last_progress_at=_when(record.updated_at),
+        queue=queue,
+        queue_depth=queue_depth(queue),
+        workers=readers,
+        hint=status_hint(record, state, queue, readers),
+    )
+    return view
+
+
+def _warn_without_readers(queue: str) -> None:
+    if not queue_readers(queue):
+        typer.echo(
+            f"warning: no worker reads queue {queue}; the migration waits until one does "
+            f"({_start_worker_hint(queue)})",
+            err=True,
+        )
 
 
 def _check_id(migration_id: str) -> str:
@@ -133,17 +191,30 @@ def _migrate(
         f"{record.finished} already finished, queue {get_settings().bulk_queue}",
     )
     view: type[BarProgress] | type[LogProgress] = LogProgress if quiet else BarProgress
-    progress: MigrationProgress = view(chosen_id, scanned.rows, record.finished)
-    with progress:
-        final = Migration(
-            record,
-            path,
-            chosen,
-            window=window,
-            progress=progress,
-            store=store,
-            task_name=CHECK_TASK_NAME if dry_run else TASK_NAME,
-        ).run(fresh=existing is None)
+    progress: MigrationProgress = view(
+        chosen_id, scanned.rows, record.finished, record.failed + record.invalid
+    )
+    try:
+        if record.finished < record.rows:
+            _warn_without_readers(get_settings().bulk_queue)
+        with progress:
+            final = Migration(
+                record,
+                path,
+                chosen,
+                window=window,
+                progress=progress,
+                store=store,
+                task_name=CHECK_TASK_NAME if dry_run else TASK_NAME,
+            ).run(fresh=existing is None)
+    except KeyboardInterrupt:
+        store.interrupt(chosen_id)
+        typer.echo(
+            f"interrupted: migration {chosen_id} stopped; what finished is kept, "
+            f"continue with: {_resume_hint(chosen_id)}",
+            err=True,
+        )
+        return EXIT_INTERRUPTED
     typer.echo(("dry run, nothing written: " if dry_run else "") + _summary(final))
     typer.echo(f"report: {final.report}")
     return EXIT_ROWS_FAILED if final.failed or final.invalid else EXIT_OK
@@ -163,8 +234,22 @@ def migration_command(
     """Run ``cards migrate`` with these arguments; the exit code."""
     match target:
         case ["status", wanted]:
-            record = _existing(wanted)
-            typer.echo(json.dumps(record.as_dict(), indent=2))
+            typer.echo(json.dumps(_status_view(_existing(wanted)), indent=2))
+            return EXIT_OK
+        case ["list"]:
+            check_connections()
+            for record in migration_store().all():
+                shown = {
+                    "id": record.id,
+                    "state": str(migration_state(record, time.time())),
+                    "rows": record.rows,
+                    "done": record.done,
+                    "failed": record.failed,
+                    "invalid": record.invalid,
+                    "file": record.file,
+                    "last_progress_at": _when(record.updated_at),
+                }
+                typer.echo(json.dumps(shown))
             return EXIT_OK
         case ["resume", wanted]:
             record = _existing(wanted)
@@ -192,4 +277,4 @@ def migration_command(
                 dry_run=dry_run,
             )
         case _:
-            raise MigrationInputError("expected FILE, `status ID` or `resume ID`")
+            raise MigrationInputError("expected FILE, `list`, `status ID` or `resume ID`")

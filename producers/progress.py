@@ -1,8 +1,10 @@
 """How a migration shows its progress: a live bar for a person, log lines for a log.
 
 The migration only calls :meth:`MigrationProgress.update` with its counts; it
-does not know which view it has. The bar (rich) shows done, failed, rate and
-ETA on stderr; ``--quiet`` prints one line every ``LOG_EVERY_SECONDS`` instead.
+does not know which view it has. The bar (rich) shows done, failed (failed or
+invalid rows, the summary's two counts added), rate and ETA on stderr;
+``--quiet`` prints one line every ``LOG_EVERY_SECONDS`` instead. Both start
+from the counts a resumed migration already had.
 
 Parameters:
     LOG_EVERY_SECONDS: how often the quiet view prints a line.
@@ -55,19 +57,19 @@ class _RateColumn(ProgressColumn):
 class BarProgress:
     """A live bar on stderr: finished/total, failed, rows per second and ETA."""
 
-    def __init__(self, migration_id: str, total: int, already: int) -> None:
+    def __init__(self, migration_id: str, total: int, already: int, already_failed: int) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("failed {task.fields[failed]}"),
+            TextColumn("failed or invalid {task.fields[failed]}"),
             _RateColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=Console(stderr=True),
             transient=False,
         )
-        self._task = self._progress.add_task(migration_id, total=total, failed=0)
+        self._task = self._progress.add_task(migration_id, total=total, failed=already_failed)
         self._already = already
 
     def __enter__(self) -> BarProgress:
@@ -92,14 +94,14 @@ class BarProgress:
 class LogProgress:
     """One line on stderr every few seconds, and one at the end."""
 
-    def __init__(self, migration_id: str, total: int, already: int) -> None:
+    def __init__(self, migration_id: str, total: int, already: int, already_failed: int) -> None:
         self._id = migration_id
         self._total = total
         self._already = already
         self._started = time.monotonic()
         self._last_log = self._started
         self._finished = already
-        self._failed = 0
+        self._failed = already_failed
 
     def __enter__(self) -> LogProgress:
         return self
@@ -123,6 +125,6 @@ class LogProgress:
         rate = (self._finished - self._already) / elapsed
         typer.echo(
             f"migration {self._id}: {self._finished}/{self._total} finished, "
-            f"{self._failed} failed, {rate:.0f} rows/s",
+            f"{self._failed} failed or invalid, {rate:.0f} rows/s",
             err=True,
         )

@@ -8,6 +8,7 @@ from celery.app import trace
 
 import worker.metrics  # noqa: F401 - serves /metrics once the worker starts
 from cards.messaging import celery_app
+from worker.breaker import BreakerStep
 from worker.security import assert_safe_serialization
 
 __all__ = ["app"]
@@ -34,3 +35,4 @@ app = celery_app(
     ],
 )
 assert_safe_serialization(app.conf)
+app.steps["consumer"].add(BreakerStep)

@@ -61,7 +61,7 @@ from worker.execution import Delivery, delivery_of, run_job
 from worker.ordering import AppliedRequest, CustomerGuard, Entry, customer_key
 from worker.process_local import per_process
 from worker.runner import RetryLater
-from worker.task_requests import EnvelopeRequest
+from worker.task_requests import BatchRequest
 from worker.tasks import Attempt, attempt_with, finish_job, runner
 
 __all__ = ["BatchGuard", "BatchSummary", "run_in_place", "run_rows", "set_default_cards"]
@@ -273,7 +273,7 @@ def _answer_batch(
 
 # ignore_result: the batch's own answer is stored by hand, for BATCH_RESULT_SECONDS
 # only; a million-row migration would otherwise keep 20,000 of them for a day.
-@app.task(name=BATCH_TASK_NAME, bind=True, Request=EnvelopeRequest, ignore_result=True)
+@app.task(name=BATCH_TASK_NAME, bind=True, Request=BatchRequest, ignore_result=True)
 def set_default_cards(self: celery.Task[Any, Envelope], *args: Any, **fields: Any) -> Envelope:
     envelope = _answer_batch(self, args, fields)
     _store(self.app.backend, {str(self.request.id): envelope}, BATCH_RESULT_SECONDS)

@@ -30,6 +30,7 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidRequest",
     "Misconfigured",
+    "NoApiKey",
     "NoSuchCustomer",
     "NotAttached",
     "PermanentError",
@@ -112,6 +113,10 @@ class Misconfigured(PermanentError):
     kind = ErrorKind.MISCONFIGURED
 
 
+class NoApiKey(Misconfigured):
+    """The worker has no Stripe key: no call was made. Every job will fail."""
+
+
 class TransientError(StripeCallError):
     """Worth retrying later with the same job."""
 
@@ -163,6 +168,15 @@ def _not_attached_message(param: str | None, stripe_text: str) -> str:
     return "card is not attached to this customer; assign it first"
 
 
+def _network_cause(exc: BaseException) -> str:
+    """The network error under the SDK's, e.g. ``ConnectError: [Errno 111] Connection refused``."""
+    cause = exc.__cause__ or exc.__context__
+    if cause is None:
+        return "no detail"
+    text = " ".join(str(cause).split())[:160]
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
 def classify(exc: stripe.StripeError) -> StripeCallError:
     """Map an SDK exception to what it means for the job. Pure: no I/O."""
     status = exc.http_status
@@ -193,7 +207,9 @@ def classify(exc: stripe.StripeError) -> StripeCallError:
             f"worker is misconfigured: Stripe says its {what} ({status})", **details
         )
     if isinstance(exc, stripe.APIConnectionError):
-        return StripeConnectionFailed("no answer from Stripe (connection failed or timed out)")
+        return StripeConnectionFailed(
+            f"no answer from Stripe (connection failed or timed out: {_network_cause(exc)})"
+        )
     if isinstance(exc, stripe.RateLimitError) or status == 429:
         if code == "lock_timeout":
             return StripeLockTimeout("Stripe lock timeout on this customer", **details)

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import celery
 
-from cards.envelope import Envelope, ErrorKind, failure
+from cards.envelope import Envelope, ErrorKind, RetryCause, failure
 from cards.jobs import InvalidJob, check_requested_at
 from cards.redaction import event_reprs
 from cards.settings import get_settings
@@ -182,6 +182,9 @@ def execute(
         raise task.retry(
             countdown=outcome.countdown,
             max_retries=None,
+            # Celery logs it ("retry: Retry in 2s: RetryCause('connection: …')") and stores
+            # it as the retrying job's info, which `cards result` prints.
+            exc=RetryCause(f"{outcome.reason}: {outcome.cause or 'waiting'}"),
             **event_reprs(own_id if isinstance(own_id, str) else job_id),
         )
     return outcome

@@ -23,7 +23,7 @@ import stripe
 
 from cards.jobs import SetDefaultCardJob, TargetField
 from cards.settings import Settings
-from worker.errors import Misconfigured, TransientError, classify
+from worker.errors import InvalidRequest, NoApiKey, NoSuchCustomer, TransientError, classify
 from worker.metrics import STRIPE_CALL_SECONDS
 
 __all__ = ["StripeGateway", "is_card"]
@@ -35,6 +35,8 @@ EXPAND: Final = ["sources"]
 #: ``MAX_LIST_PAGES`` pages, so a listing makes a bounded number of calls.
 LIST_PAGE_SIZE: Final = 100
 MAX_LIST_PAGES: Final = 10
+#: The customer :meth:`StripeGateway.probe` asks for; no Stripe id has this shape.
+PROBE_CUSTOMER: Final = "cus_cardsworkerbreakerprobe"
 
 
 def _raw(obj: stripe.StripeObject) -> dict[str, Any]:
@@ -89,7 +91,7 @@ class StripeGateway:
 
     def _require_client(self) -> stripe.StripeClient:
         if self._client is None:
-            raise Misconfigured(
+            raise NoApiKey(
                 "worker is misconfigured: STRIPE_API_KEY (or STRIPE_API_KEY_FILE) is not set"
             )
         return self._client
@@ -141,6 +143,18 @@ class StripeGateway:
         """The customer as Stripe has it now, with ``sources`` expanded."""
         options = _account_options(job.stripe_account)
         return self._customer("retrieve", "get", job.userId, {"expand": EXPAND}, options)
+
+    def probe(self) -> None:
+        """One read that needs a valid key and a reachable base URL, and nothing else.
+
+        A customer that cannot exist: Stripe answers 404 once it has accepted the key.
+        Raises :class:`~worker.errors.NoApiKey`, :class:`~worker.errors.Misconfigured`
+        or :class:`~worker.errors.StripeConnectionFailed` when the worker cannot work.
+        """
+        try:
+            self._customer("probe", "get", PROBE_CUSTOMER, {}, {})
+        except (NoSuchCustomer, InvalidRequest):
+            return
 
     def retrieve_payment_method(self, payment_method: str, account: str | None) -> dict[str, Any]:
         """A PaymentMethod as Stripe has it now (its ``customer`` says whose it is)."""

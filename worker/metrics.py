@@ -25,6 +25,7 @@ from celery import signals
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     multiprocess,
     start_http_server,
@@ -34,6 +35,7 @@ from prometheus_client import (
 from cards.settings import get_settings
 
 __all__ = [
+    "BREAKER_OPEN",
     "CALLBACK_DELIVERIES",
     "JOB_OUTCOMES",
     "JOB_RETRIES",
@@ -67,6 +69,12 @@ RATE_LIMITER_WAIT = Histogram(
     "Time a job waited in its worker slot for a token of the shared Stripe rate limit.",
     ["queue"],
     buckets=(0.0, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+BREAKER_OPEN = Gauge(
+    "cards_stripe_breaker_open",
+    "1 while the worker takes no jobs because it cannot work with Stripe, by cause.",
+    ["cause"],
+    multiprocess_mode="livemax",
 )
 CALLBACK_DELIVERIES = Counter(
     "cards_callback_deliveries_total",

@@ -35,7 +35,13 @@ from cards.envelope import Envelope, ErrorKind, failure, success
 from cards.jobs import SetDefaultCardJob, TargetField
 from cards.ratelimits import RateTable, limit_for
 from cards.redaction import redact_customer
-from worker.errors import Misconfigured, PermanentError, StripeRateLimited, TransientError
+from worker.errors import (
+    Misconfigured,
+    NoApiKey,
+    PermanentError,
+    StripeRateLimited,
+    TransientError,
+)
 from worker.gateway import StripeGateway
 from worker.idempotency import idempotency_key
 from worker.jobstate import AttemptState, JobStateStore
@@ -64,10 +70,11 @@ ResultT = TypeVar("ResultT")
 
 @dataclass(frozen=True)
 class RetryLater:
-    """Run the job again in ``countdown`` seconds."""
+    """Run the job again in ``countdown`` seconds; ``cause`` says why, for the log."""
 
     countdown: int
     reason: str
+    cause: str = ""
 
 
 def already_applied(customer: dict[str, Any], job: SetDefaultCardJob) -> bool:
@@ -174,16 +181,18 @@ class JobRunner:
             return self._after_transient(job_id, exc, state, now, generation)
         except PermanentError as exc:
             if isinstance(exc, Misconfigured):
-                logger.critical("Stripe refused the worker's credentials: %s", exc.message)
+                logger.critical("job %s: %s", job_id, exc.message)
             if state:
                 self._forget(job_id)
+            attempts = state.attempt if state else 1
             return failure(
                 exc.message,
                 exc.kind,
                 code=exc.code,
                 param=exc.param,
                 request_id=exc.request_id,
-                attempts=state.attempt if state else 1,
+                # Without a key no call was made; earlier attempts, if any, still count.
+                attempts=attempts - 1 if isinstance(exc, NoApiKey) else attempts,
             )
         if state:
             self._forget(job_id)
@@ -219,7 +228,7 @@ class JobRunner:
                 request_id=exc.request_id,
                 attempts=attempt,
             )
-        return RetryLater(countdown, exc.reason)
+        return RetryLater(countdown, exc.reason, exc.message)
 
     def _throttle(self, budget: Budget) -> None:
         assert self.limiter is not None

@@ -14,9 +14,10 @@ from typing import Any
 from celery.worker.request import Request
 
 from cards.jobs import check_job_id
-from cards.redaction import summarize_envelope_repr
+from cards.redaction import batch_reprs, calls_for_a_probe, finished_event
+from worker.breaker import BREAKER
 
-__all__ = ["EnvelopeRequest", "JobIdRequest"]
+__all__ = ["BatchRequest", "EnvelopeRequest", "JobIdRequest"]
 
 
 class JobIdRequest(Request):
@@ -42,9 +43,30 @@ class JobIdRequest(Request):
 
 
 class EnvelopeRequest(JobIdRequest):
-    """…and a finished job's event shows ``{status, message}``, not the customer."""
+    """…and a finished job's event shows ``{status, message}``, not the customer; a job
+    that ended ``status: false`` is reported as ``task-failed`` (Flower's FAILURE)."""
 
     def send_event(self, type: str, **fields: Any) -> None:
         if type == "task-succeeded" and "result" in fields:
-            fields["result"] = summarize_envelope_repr(fields["result"])
+            type, fields = finished_event(fields)
+        if calls_for_a_probe(type, fields):
+            BREAKER.nudge()
         super().send_event(type, **fields)
+
+
+class BatchRequest(EnvelopeRequest):
+    """A bulk batch's events name its migration and its number of rows."""
+
+    @property
+    def kwargsrepr(self) -> str:
+        kwargs = self.kwargs
+        if not isinstance(kwargs, dict):
+            return super().kwargsrepr
+        migration_id, rows = kwargs.get("migration_id"), kwargs.get("jobs")
+        if not isinstance(migration_id, str) or not isinstance(rows, list):
+            return super().kwargsrepr
+        try:
+            check_job_id(migration_id)
+        except ValueError:
+            return super().kwargsrepr
+        return str(batch_reprs(str(self.id), migration_id, len(rows))["kwargsrepr"])

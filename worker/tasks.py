@@ -104,14 +104,6 @@ def _build_before_first_job(**_: Any) -> None:
         logger.exception("could not build the job runner at process start")
 
 
-@signals.worker_ready.connect
-def _warn_if_unconfigured(**_: Any) -> None:
-    if get_settings().stripe_api_key is None:
-        logger.critical(
-            "STRIPE_API_KEY is not set: every job will fail with 'worker is misconfigured'"
-        )
-
-
 def finish_job(job: SetDefaultCardJob, job_id: str, envelope: Envelope) -> None:
     """What follows a final answer: keep a dead letter, send the callback."""
     if is_dead_letter(envelope):

@@ -123,7 +123,11 @@ def test_two_rows_for_one_customer_apply_in_order(app: Celery, emulator: Emulato
         ({"jobs": []}, "jobs must be a non-empty JSON array of job objects"),
         ({"jobs": "x"}, "jobs must be a non-empty JSON array of job objects"),
         ({"jobs": [{"userId": "cus_a"}]}, "jobs[0].job_id is required"),
-        ({"jobs": [], "extra": 1}, "a batch has only the field 'jobs', not 'extra'"),
+        (
+            {"jobs": [], "extra": 1},
+            "a batch has only the fields 'jobs' and 'migration_id', not 'extra'",
+        ),
+        ({"jobs": [{"job_id": "j"}], "migration_id": "bad id!"}, "migration_id must be"),
     ],
 )
 def test_a_malformed_batch_is_refused_without_a_stripe_call(

@@ -3,7 +3,9 @@
 Flower builds its task list from the workers' events. The session worker's
 task-succeeded events carry ``{status, message}`` instead of the customer,
 and every event's args/kwargs carry only the job id, so ``/api/tasks`` can be
-read in full without finding an email, a name or a phone number.
+read in full without finding an email, a name or a phone number. A job that
+ends ``status: false`` is FAILURE in Flower (its "Failed" filter) while its
+envelope stays in the result backend, read as before.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import httpx
 import pytest
 from celery import Celery
 
+from cards.batches import BATCH_TASK_NAME
 from cards.deliveries import callback_task_id
 from cards.envelope import SUCCESS_MESSAGE
+from cards.redaction import batch_reprs
 from cards.settings import get_settings
 from harness.processes import BIN, REPO_ROOT, RedisServer, free_port, wait_for
 from harness.receiver import CallbackReceiver, run_receiver
 from producers import enqueue_set_default_card, get_result
-from tests.integration.conftest import RECEIVER_ALLOWED, RECEIVER_PORT
+from tests.integration.conftest import RECEIVER_ALLOWED, RECEIVER_PORT, cards_cli
 
 AUTH = ("ops", "flower-integration-password")
 STARTUP_TIMEOUT = 60
@@ -127,6 +131,73 @@ def test_flower_lists_jobs_without_customer_data(
         for field in ("email", "name", "phone"):
             assert customer[field], field
             assert customer[field] not in text, f"{field} of {customer['id']} shown by Flower"
+
+
+@pytest.mark.usefixtures("worker")
+def test_flower_shows_a_false_status_as_failed_and_a_batch_by_migration(
+    flower: httpx.Client,
+    app: Celery,
+    redis_server: RedisServer,
+    customers: list[dict[str, Any]],
+) -> None:
+    wait_for(lambda: sees_a_worker(flower), STARTUP_TIMEOUT, "Flower to see the session worker")
+    failed = enqueue_set_default_card("cus_FlowerNoSuchCustomer", "card_1FlowerNoSuchCard", app=app)
+    good = enqueue_set_default_card(customers[0]["id"], customers[0]["cards"][1], app=app)
+    migration_id = "mflower-check"
+    batch_id = "flower-batch-1"
+    rows = [
+        {
+            "userId": customers[1]["id"],
+            "default_source": customers[1]["cards"][1],
+            "job_id": "fb:1",
+        },
+        {"userId": "cus_FlowerNoSuchCustomer", "default_source": "card_1X", "job_id": "fb:2"},
+    ]
+    app.send_task(
+        BATCH_TASK_NAME,
+        kwargs={"jobs": rows, "migration_id": migration_id},
+        task_id=batch_id,
+        **batch_reprs(batch_id, migration_id, len(rows)),
+    )
+
+    # Consumers read the same envelope as before: state SUCCESS, status false.
+    envelope = get_result(failed, timeout=30, app=app)
+    assert envelope["status"] is False
+    assert envelope["message"] == "no such customer"
+    assert envelope["data"]["kind"] == "no_such_customer"
+    assert app.AsyncResult(failed).state == "SUCCESS"
+    shown = cards_cli(redis_server.url(), "result", failed)
+    assert shown.returncode == 1
+    assert '"kind": "no_such_customer"' in shown.stdout
+    assert get_result("fb:2", timeout=30, app=app)["status"] is False
+
+    def listed(state: str) -> dict[str, Any]:
+        return dict(flower.get("/api/tasks", params={"state": state}).json())
+
+    def shown_as_failed() -> bool:
+        return failed in listed("FAILURE") and good in listed("SUCCESS")
+
+    wait_for(shown_as_failed, EVENTS_TIMEOUT, "Flower to list the failed jobs under FAILURE")
+    failures, successes = listed("FAILURE"), listed("SUCCESS")
+    assert good not in failures and failed not in successes
+    assert failures[failed]["result"] == repr({"status": False, "message": "no such customer"})
+    assert failures[failed]["exception"] == "no_such_customer: no such customer"
+    assert successes[good]["result"] == repr({"status": True, "message": SUCCESS_MESSAGE})
+
+    def batch_listed() -> bool:
+        return flower.get("/api/tasks").json().get(batch_id, {}).get("state") == "SUCCESS"
+
+    wait_for(batch_listed, EVENTS_TIMEOUT, "Flower to list the batch")
+    batch = flower.get("/api/tasks").json()[batch_id]
+    assert batch["name"] == BATCH_TASK_NAME
+    assert f"'migration_id': '{migration_id}'" in batch["kwargs"]
+    assert "'rows': 2" in batch["kwargs"]
+    assert customers[1]["id"] not in batch["kwargs"]
+    assert "1 answered" in batch["result"] or "2 answered" in batch["result"]
+
+    # The task list shows the result and the exception columns.
+    page = flower.get("/tasks").text
+    assert 'data-column="result"' in page and 'data-column="exception"' in page
 
 
 def test_flower_refuses_requests_without_the_password(flower: httpx.Client) -> None:

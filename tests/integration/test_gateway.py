@@ -29,7 +29,7 @@ from harness.gateway import GatewayProcess, run_gateway
 from harness.processes import BIN, CeleryWorker, RedisServer, client_app, run_worker, wait_for
 from producers.jobs import get_result
 from stripe_emulator.process import EmulatorProcess
-from tests.integration.conftest import applied_writes, customer_writes, worker_env
+from tests.integration.conftest import API_KEY, applied_writes, customer_writes, worker_env
 from worker.idempotency import ASSIGN_KEY_PREFIX, idempotency_key
 
 KEY = "integration-gateway-key-0123456789"
@@ -361,10 +361,15 @@ def workerless_gateway(
 
 
 def test_a_misconfigured_worker_is_a_502(
-    gateway_on: Callable[..., GatewayProcess], customers: list[dict[str, Any]]
+    gateway_on: Callable[..., GatewayProcess],
+    emulator: EmulatorProcess,
+    customers: list[dict[str, Any]],
 ) -> None:
-    process = gateway_on(MISCONFIGURED_DB, STRIPE_API_KEY="sk_test_WRONGwrongWRONG")
+    # A worker whose key Stripe refuses takes no job (its breaker, test_breaker.py);
+    # a job already running when Stripe starts refusing the key ends misconfigured.
+    process = gateway_on(MISCONFIGURED_DB)
     customer = customers[0]
+    emulator.admin.script_faults(customer["id"], ["error_401"])
     response = httpx.post(
         f"{process.url}/api/cards/default?wait=10",
         json={"userId": customer["id"], "default_source": customer["cards"][1]},
@@ -373,7 +378,7 @@ def test_a_misconfigured_worker_is_a_502(
     )
     assert response.status_code == 502, response.text
     assert response.json()["data"]["kind"] == "misconfigured"
-    assert "WRONG" not in response.text
+    assert API_KEY not in response.text
 
 
 def test_stripe_unavailable_past_the_retry_budget_is_a_503(

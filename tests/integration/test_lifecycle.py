@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from cards.jobs import TASK_NAME
 from harness.processes import BIN, RedisServer, client_app, free_port, start_worker, wait_for
 from producers import enqueue_set_default_card, get_result
+from producers.jobs import ResultNotReady
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import applied_writes, cards_cli, customer_writes, worker_env
 from worker.idempotency import idempotency_key
@@ -72,7 +74,7 @@ def test_job_completes_after_its_worker_is_killed_mid_call(
     ],
     ids=["rejected-key", "no-key"],
 )
-def test_misconfigured_worker_fails_jobs_clearly_without_leaking_the_key(
+def test_misconfigured_worker_leaves_jobs_queued_and_says_why_without_leaking_the_key(
     redis_server: RedisServer,
     emulator: EmulatorProcess,
     logs_dir: Path,
@@ -85,23 +87,25 @@ def test_misconfigured_worker_fails_jobs_clearly_without_leaking_the_key(
     if not key:
         del env["STRIPE_API_KEY"]
     app = client_app(redis_server.url(db))
+    app.connection_for_write().default_channel.client.flushdb()
+    result = app.send_task(
+        TASK_NAME,
+        kwargs={"userId": customers[0]["id"], "default_source": customers[0]["cards"][1]},
+    )
     log = logs_dir / f"misconfigured-{len(key)}.log"
     worker = start_worker(env, log, name=f"misconfigured{len(key)}")
     try:
-        result = app.send_task(
-            TASK_NAME,
-            kwargs={"userId": customers[0]["id"], "default_source": customers[0]["cards"][1]},
-        )
-        envelope = get_result(result.id, timeout=30, app=app)
+        wait_for(lambda: "stripe breaker open" in log.read_text(), 30, "the breaker to open")
+        with pytest.raises(ResultNotReady, match="state PENDING"):
+            get_result(result.id, timeout=1, app=app)
     finally:
         worker.stop()
-    assert envelope["status"] is False
-    assert envelope["message"].startswith(expected)
-    assert envelope["data"] is not None and envelope["data"]["kind"] == "misconfigured"
     text = log.read_text()
-    assert "CRITICAL" in text
+    critical = [line for line in text.splitlines() if "CRITICAL" in line]
+    assert len(critical) == 1 and expected in critical[0]
+    assert f"stripe: calling {emulator.url}" in text
+    assert app.connection_for_write().default_channel.client.llen("cards") == 1  # still queued
     if key:
-        assert key not in json.dumps(envelope)
         assert key not in text
         assert key[-8:] not in text
 
@@ -173,7 +177,17 @@ def test_cli_failed_job_exits_non_zero(redis_server: RedisServer) -> None:
         (
             ("result", "never-enqueued-job"),
             3,
-            "error: job never-enqueued-job has no result yet (state PENDING)",
+            "error: job never-enqueued-job has no result yet (state PENDING); wait with --wait",
+        ),
+        (
+            ("result", "never-enqueued-job", "--wait", "0.5"),
+            3,
+            "error: job never-enqueued-job has no result yet (state PENDING); wait with --wait",
+        ),
+        (
+            ("result", "bad id!"),
+            2,
+            "error: JOB_ID must be letters, digits and _ . : - only",
         ),
     ],
 )
@@ -185,6 +199,30 @@ def test_cli_errors_are_one_line_without_traceback(
     assert done.stderr.startswith(message)
     assert done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
+    assert "Exception ignored" not in done.stderr
+
+
+WAIT_BRIEFLY = ("--wait", "--timeout", "0.5")
+
+
+def test_cli_enqueue_wait_timeout_is_one_line(redis_server: RedisServer) -> None:
+    url = redis_server.url()
+    done = subprocess.run(
+        [str(BIN / "cards"), "enqueue", "--user-id", "cus_1", "--source", "card_1", *WAIT_BRIEFLY],
+        env={
+            **os.environ,
+            "CELERY_BROKER_URL": url,
+            "CELERY_RESULT_BACKEND": url,
+            "CARDS_QUEUE": "cards.nobody-reads-this",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3
+    assert "has no result yet (state PENDING); wait with --wait" in done.stderr
+    assert "queue cards.nobody-reads-this" in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
 
 
 def test_cli_unreachable_broker_is_one_line_and_hides_the_password() -> None:

@@ -8,6 +8,7 @@ uses its own Redis database, so migrations and counts never mix.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import redis
 from cards.migrations import MigrationStore
 from harness.processes import BIN, CeleryWorker, RedisServer, run_worker, wait_for
 from harness.queues import queued_rows
+from producers.migration import REPORT_COLUMNS, default_migration_id
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import worker_env
 
@@ -248,6 +250,134 @@ def test_a_killed_migration_resumes_without_losing_or_doubling_a_row(
     assert again.returncode == 0, again.stderr
     assert "300 already finished" in again.stdout
     assert emulator.admin.ledger()["writes_applied_by_customer"] == by_customer
+
+
+def test_a_resume_after_a_kill_before_the_first_row_writes_the_report_header(
+    redis_server: RedisServer,
+    emulator: EmulatorProcess,
+    bulk_worker: CeleryWorker,
+    bulk_db: int,
+    tmp_path: Path,
+) -> None:
+    customer = emulator.admin.seed(1, cards_per_customer=2)[0]
+    source = tmp_path / "header.csv"
+    source.write_text(
+        f"userId,default_source\n{customer['id']},{customer['cards'][1]}\n", encoding="utf-8"
+    )
+    report = tmp_path / "header.csv.report.csv"
+    url = redis_server.url(bulk_db)
+    # What a run killed before its first line leaves: its record, and an empty report.
+    ident = default_migration_id(hashlib.sha256(source.read_bytes()).hexdigest())
+    MigrationStore(redis.Redis.from_url(url)).begin(
+        ident,
+        file=str(source),
+        file_format="csv",
+        sha256=hashlib.sha256(source.read_bytes()).hexdigest(),
+        report=str(report),
+        rows=1,
+        valid=1,
+    )
+    report.write_text("", encoding="utf-8")
+
+    resumed = migrate(url, "resume", ident, "--quiet")
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert report.read_text(encoding="utf-8").splitlines()[0] == ",".join(REPORT_COLUMNS)
+    assert [r["status"] for r in report_rows(report)] == ["done"]
+
+
+def test_a_finished_migration_run_again_shows_the_same_counts_on_the_bar_and_summary(
+    redis_server: RedisServer,
+    emulator: EmulatorProcess,
+    bulk_worker: CeleryWorker,
+    bulk_db: int,
+    tmp_path: Path,
+) -> None:
+    customer, other = emulator.admin.seed(2, cards_per_customer=2)
+    source = tmp_path / "again.csv"
+    source.write_text(
+        "userId,default_source\n"
+        f"{customer['id']},{customer['cards'][1]}\n"
+        f"{customer['id']},{other['cards'][0]}\n"  # not attached: failed
+        "cus_bad!,card_1\n",  # invalid
+        encoding="utf-8",
+    )
+    url = redis_server.url(bulk_db)
+    first = migrate(url, str(source), "--quiet")
+    assert "3 rows, 1 done, 1 failed, 1 invalid" in first.stdout, first.stderr
+
+    quiet = migrate(url, str(source), "--quiet")
+    bar = migrate(url, str(source))
+
+    assert "3 already finished" in quiet.stdout
+    assert "3 rows, 1 done, 1 failed, 1 invalid" in quiet.stdout
+    assert "3/3 finished, 2 failed or invalid" in quiet.stderr
+    assert "3 rows, 1 done, 1 failed, 1 invalid" in bar.stdout
+    assert "failed or invalid 2" in bar.stderr
+    status = json.loads(migrate(url, "status", migration_id(first.stdout)).stdout)
+    assert status["state"] == "failed"
+    assert status["hint"].startswith("some rows failed or were invalid: see the report")
+
+
+def test_a_migration_without_a_bulk_worker_says_so_and_ctrl_c_prints_the_resume_command(
+    redis_server: RedisServer, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    url = redis_server.url(next(_databases))  # no worker reads this database's bulk queue
+    customers = emulator.admin.seed(3, cards_per_customer=2)
+    source = tmp_path / "unread.csv"
+    source.write_text(
+        "userId,default_source\n" + "".join(f"{c['id']},{c['cards'][1]}\n" for c in customers),
+        encoding="utf-8",
+    )
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr:
+        producer = subprocess.Popen(
+            [str(BIN / "cards"), "migrate", str(source), "--quiet"],
+            env={**os.environ, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        assert producer.stdout is not None
+        ident = migration_id(producer.stdout.readline())
+        wait_for(
+            lambda: "warning: no worker reads queue cards.bulk" in stderr_path.read_text(),
+            15,
+            "the producer to say that no worker reads the bulk queue",
+        )
+        assert "celery -A worker worker -Q cards.bulk" in stderr_path.read_text()
+        wait_for(lambda: queued_rows(redis.Redis.from_url(url), BULK_QUEUE) > 0, 15, "jobs")
+
+        running = migrate(url, "status", ident)
+        assert running.returncode == 0, running.stderr
+        view = json.loads(running.stdout)
+        assert view["state"] == "running"
+        assert view["queue"] == BULK_QUEUE and view["queue_depth"] >= 1
+        assert view["workers"] == []
+        assert view["hint"].startswith("no worker reads queue cards.bulk")
+        assert view["last_progress_at"].startswith("20")
+
+        producer.send_signal(signal.SIGINT)
+        assert producer.wait(20) == 130
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.wait(10)
+        if producer.stdout is not None:
+            producer.stdout.close()
+    said = stderr_path.read_text()
+    assert f"continue with: cards migrate resume {ident}" in said
+    assert "Traceback" not in said
+
+    stalled = json.loads(migrate(url, "status", ident).stdout)
+    assert stalled["state"] == "stalled"
+    assert stalled["hint"].endswith(f"then cards migrate resume {ident}")
+    listed = migrate(url, "list")
+    assert listed.returncode == 0, listed.stderr
+    shown = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(m["id"], m["state"], m["rows"]) for m in shown] == [(ident, "stalled", 3)]
 
 
 def test_dry_run_reads_through_the_workers_and_writes_nothing(

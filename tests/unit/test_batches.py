@@ -43,7 +43,7 @@ def test_a_batch_is_its_rows() -> None:
         ((), {"jobs": [{"job_id": "-bad id"}]}, "jobs[0].job_id must be letters"),
         ((), {"jobs": [{"job_id": "x" * 200}]}, "jobs[0].job_id must be at most"),
         ((), {"jobs": [*_rows(2), _rows(1)[0]]}, "jobs[2].job_id repeats"),
-        ((), {"jobs": _rows(1), "callback_url": "x"}, "only the field 'jobs'"),
+        ((), {"jobs": _rows(1), "callback_url": "x"}, "only the fields 'jobs' and 'migration_id'"),
     ],
 )
 def test_a_broken_batch_is_refused_naming_the_problem(

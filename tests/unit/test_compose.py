@@ -30,7 +30,7 @@ def test_compose_validates_with_docker_compose() -> None:
     env = {
         **os.environ,
         "REDIS_PASSWORD": "x",
-        "FLOWER_BASIC_AUTH": "admin:x",
+        "CARDS_FLOWER_BASIC_AUTH": "admin:x",
         "CARDS_GATEWAY_API_KEYS": "x" * 16,
     }
     done = subprocess.run(
@@ -58,8 +58,79 @@ def test_commands_are_this_projects_entry_points() -> None:
 
 
 def test_every_long_running_service_has_a_healthcheck() -> None:
-    missing = [name for name, service in services().items() if "healthcheck" not in service]
+    missing = [
+        name
+        for name, service in services().items()
+        if "healthcheck" not in service and service.get("restart") != "no"  # one-shot jobs
+    ]
     assert missing == []
+
+
+def rendered(env_file: Path) -> dict[str, Any]:
+    """The services as ``docker-compose config`` renders them with ``env_file`` as .env."""
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose is needed (Debian package docker-compose; .ci/run installs it)"
+    # Only the env file speaks: none of this shell's CARDS_/STRIPE_/COMPOSE_ variables.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CARDS_", "STRIPE_", "COMPOSE_"))
+    }
+    done = subprocess.run(
+        [binary, "-f", str(COMPOSE), "--env-file", str(env_file), "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(yaml.safe_load(done.stdout)["services"])
+
+
+APP_SERVICES = ("worker", "worker-bulk", "flower", "gateway")
+
+
+def test_the_env_example_runs_the_dev_profile_against_the_seeded_emulator(
+    tmp_path: Path,
+) -> None:
+    example = (ROOT / ".env.example").read_text()
+    assert "COMPOSE_PROFILES=dev" in example.splitlines()
+    found = rendered(ROOT / ".env.example")
+    emulator = "http://stripe-emulator:12111"
+    for name in APP_SERVICES:
+        assert found[name]["environment"]["STRIPE_API_BASE"] == emulator, name
+        assert "api.stripe.com" not in str(found[name]["environment"]), name
+    seed = found["stripe-seed"]
+    assert seed["profiles"] == ["dev"]
+    assert command_words(seed).startswith(f"stripe-emulator seed --url {emulator}")
+    assert seed["depends_on"]["stripe-emulator"]["condition"] == "service_healthy"
+
+    # Without the dev lines, the same file points at Stripe itself.
+    production = tmp_path / "production.env"
+    production.write_text(
+        "".join(
+            line + "\n"
+            for line in example.splitlines()
+            if not line.startswith(("COMPOSE_PROFILES=", "STRIPE_API_BASE="))
+        )
+    )
+    for name, service in rendered(production).items():
+        if name in APP_SERVICES:
+            assert service["environment"]["STRIPE_API_BASE"] == "https://api.stripe.com"
+
+
+def test_one_name_per_setting_in_env_example_compose_and_readme() -> None:
+    example = (ROOT / ".env.example").read_text()
+    compose = COMPOSE.read_text()
+    readme = (ROOT / "README.md").read_text()
+    names = {
+        line.split("=", 1)[0].lstrip("# ")
+        for line in example.splitlines()
+        if "=" in line and line.lstrip("# ").split("=", 1)[0].isupper()
+    }
+    assert "CARDS_FLOWER_BASIC_AUTH" in names
+    for name in names - {"COMPOSE_PROFILES", "REDIS_PASSWORD"}:
+        assert f"`{name}`" in readme, f"{name} is not in the README"
+    for name in names - {"COMPOSE_PROFILES"}:
+        assert f"${{{name}" in compose, f"{name} is not read by docker-compose.yml"
+    assert "FLOWER_BASIC_AUTH:" not in compose.replace("CARDS_FLOWER_BASIC_AUTH", "")
 
 
 def test_worker_has_no_fixed_name_or_port_so_it_scales() -> None:

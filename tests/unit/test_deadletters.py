@@ -15,11 +15,11 @@ from cards.envelope import ErrorKind, failure, success
         (failure("Stripe unavailable, gave up", ErrorKind.STRIPE_UNAVAILABLE), True),
         (failure("no such customer", ErrorKind.NO_SUCH_CUSTOMER), False),
         (failure("invalid job: …", ErrorKind.INVALID_JOB), False),
-        (failure("worker is misconfigured", ErrorKind.MISCONFIGURED), False),
+        (failure("worker is misconfigured", ErrorKind.MISCONFIGURED), True),
         (success({"id": "cus_1"}), False),
     ],
 )
-def test_only_exhausted_transient_failures_are_dead_letters(envelope: object, dead: bool) -> None:
+def test_only_failures_from_outside_the_job_are_dead_letters(envelope: object, dead: bool) -> None:
     assert is_dead_letter(envelope) is dead  # type: ignore[arg-type]
 
 

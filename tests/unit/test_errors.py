@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 import stripe
 
@@ -207,6 +208,21 @@ def test_not_attached_messages_say_what_to_do(param: str, text: str) -> None:
         sdk_error(stripe.InvalidRequestError, 400, code="resource_missing", param=param)
     )
     assert meaning.message == text
+
+
+def test_a_connection_failure_names_the_network_error_under_it() -> None:
+    try:
+        try:
+            raise httpx.ConnectError("[Errno -2] Name or service not known")
+        except httpx.ConnectError as cause:
+            raise stripe.APIConnectionError("Unexpected error communicating with Stripe") from cause
+    except stripe.APIConnectionError as exc:
+        meaning = classify(exc)
+    assert isinstance(meaning, StripeConnectionFailed)
+    assert meaning.message == (
+        "no answer from Stripe (connection failed or timed out: "
+        "ConnectError: [Errno -2] Name or service not known)"
+    )
 
 
 def test_misconfigured_message_never_contains_the_key() -> None:

@@ -10,7 +10,13 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from cards.migrations import LineOutcome, MigrationRecord, MigrationStore
+from cards.migrations import (
+    LineOutcome,
+    MigrationRecord,
+    MigrationState,
+    MigrationStore,
+    migration_state,
+)
 from producers.migration import (
     InFlight,
     Sent,
@@ -19,6 +25,8 @@ from producers.migration import (
     requested_at,
     scan,
 )
+from producers.migration_command import status_hint
+from producers.queues import readers_of
 from producers.rows import FileFormat, UnreadableFile, format_for, read_rows
 
 
@@ -222,3 +230,64 @@ def test_the_sender_has_no_result_backend_whatever_the_environment(
 
     monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://127.0.0.1:1/0")
     assert isinstance(sender_app.__wrapped__().backend, DisabledBackend)
+
+
+NOW = 1_000_000.0
+
+
+def record_of(**fields: float) -> MigrationRecord:
+    base = {"rows": 3, "valid": 3, "updated_at": NOW - 5}
+    return MigrationRecord(
+        "m1", "/f.csv", "csv", "0" * 64, "/f.csv.report.csv", **{**base, **fields}
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "state"),
+    [
+        ({"done": 3, "completed_at": NOW}, MigrationState.DONE),
+        ({"done": 2, "failed": 1, "completed_at": NOW}, MigrationState.FAILED),
+        ({"done": 2, "invalid": 1, "completed_at": NOW}, MigrationState.FAILED),
+        ({"done": 1}, MigrationState.RUNNING),
+        ({"done": 1, "updated_at": NOW - 61}, MigrationState.STALLED),
+        ({"done": 1, "interrupted_at": NOW - 1}, MigrationState.STALLED),
+    ],
+)
+def test_a_migrations_state_comes_from_its_record(
+    fields: dict[str, float], state: MigrationState
+) -> None:
+    assert migration_state(record_of(**fields), NOW) is state
+
+
+@pytest.mark.parametrize(
+    ("state", "readers", "hint"),
+    [
+        (MigrationState.DONE, [], ""),
+        (MigrationState.FAILED, [], "some rows failed or were invalid: see the report /f.csv"),
+        (MigrationState.RUNNING, ["bulk@h"], ""),
+        (
+            MigrationState.RUNNING,
+            [],
+            "no worker reads queue cards.bulk: start one: celery -A worker worker -Q cards.bulk",
+        ),
+        (MigrationState.STALLED, ["bulk@h"], "its producer stopped: cards migrate resume m1"),
+        (MigrationState.STALLED, [], "then cards migrate resume m1"),
+    ],
+)
+def test_the_status_hint_names_the_next_step(
+    state: MigrationState, readers: list[str], hint: str
+) -> None:
+    shown = status_hint(record_of(), state, "cards.bulk", readers)
+    assert shown.startswith(hint) or hint in shown
+    assert bool(shown) == bool(hint)
+
+
+def test_readers_of_a_queue_from_active_queues_replies() -> None:
+    replies = {
+        "live@h": [{"name": "cards"}],
+        "bulk@h": [{"name": "cards.bulk"}, {"name": "cards"}],
+        "odd@h": None,
+    }
+    assert readers_of("cards.bulk", replies) == ["bulk@h"]
+    assert readers_of("cards", replies) == ["bulk@h", "live@h"]
+    assert readers_of("cards.bulk", None) == []

@@ -8,7 +8,13 @@ from celery.utils.saferepr import saferepr
 
 from cards.deliveries import DeliveryStore, callback_body
 from cards.envelope import ErrorKind, failure, success
-from cards.redaction import HIDDEN, event_reprs, summarize_envelope_repr
+from cards.redaction import (
+    HIDDEN,
+    batch_reprs,
+    event_reprs,
+    finished_event,
+    summarize_envelope_repr,
+)
 
 CUSTOMER = {
     "id": "cus_1",
@@ -43,6 +49,51 @@ def test_succeeded_events_show_status_and_message_only(result: object, shown: st
     assert summary == shown
     for value in CUSTOMER.values():
         assert value not in summary or value == "cus_1"
+
+
+@pytest.mark.parametrize(
+    ("result", "event", "shown", "exception"),
+    [
+        (
+            saferepr(success(CUSTOMER), 1024),
+            "task-succeeded",
+            "{'status': True, 'message': 'Método de pago actualizado con éxito'}",
+            None,
+        ),
+        (
+            saferepr(failure("no such customer", ErrorKind.NO_SUCH_CUSTOMER, attempts=1)),
+            "task-failed",
+            "{'status': False, 'message': 'no such customer'}",
+            "no_such_customer: no such customer",
+        ),
+        (
+            failure("worker is misconfigured: no key", ErrorKind.MISCONFIGURED),
+            "task-failed",
+            "{'status': False, 'message': 'worker is misconfigured: no key'}",
+            "misconfigured: worker is misconfigured: no key",
+        ),
+        # Truncated before the kind: still a failure, kind unknown.
+        (
+            saferepr(failure("no such customer", ErrorKind.NO_SUCH_CUSTOMER), 40),
+            "task-failed",
+            "{'status': False, 'message': 'no such...'}",
+            "failed: no such...",
+        ),
+        ("{'data': {'email': 'ann@example.com'}}", "task-succeeded", HIDDEN, None),
+    ],
+)
+def test_finished_event_reports_a_false_status_as_failed(
+    result: object, event: str, shown: str, exception: str | None
+) -> None:
+    kind, fields = finished_event({"result": result, "runtime": 0.5})
+    assert (kind, fields["result"], fields.get("exception")) == (event, shown, exception)
+    assert fields["runtime"] == 0.5
+
+
+def test_batch_reprs_name_the_migration_and_the_row_count() -> None:
+    assert batch_reprs("b-1", "m1", 50)["kwargsrepr"] == (
+        "{'job_id': 'b-1', 'migration_id': 'm1', 'rows': 50}"
+    )
 
 
 def test_event_reprs_name_the_job_only() -> None:

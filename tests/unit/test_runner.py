@@ -128,6 +128,25 @@ def test_misconfiguration_is_logged_loudly(
     assert any(r.levelname == "CRITICAL" for r in caplog.records)
 
 
+def test_a_worker_without_a_key_reports_zero_attempts_and_says_why(
+    store: JobStateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    outcome = make(StripeGateway(None), store).run(JOB, "job-1", first_delivery=True)
+    assert isinstance(outcome, dict) and outcome["data"]
+    assert outcome["data"]["kind"] == ErrorKind.MISCONFIGURED
+    assert outcome["data"]["attempts"] == 0
+    critical = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert critical == ["job job-1: " + outcome["message"]]
+    assert "STRIPE_API_KEY" in outcome["message"] and "refused" not in outcome["message"]
+
+
+def test_a_retry_carries_the_last_errors_cause(store: JobStateStore) -> None:
+    cause = "no answer from Stripe (connection failed or timed out: ConnectError: refused)"
+    outcome = make(ScriptedGateway([StripeConnectionFailed(cause)]), store).run(JOB, "job-1")
+    assert isinstance(outcome, RetryLater)
+    assert (outcome.reason, outcome.cause) == ("connection", cause)
+
+
 def test_transient_error_retries_with_the_same_key(store: JobStateStore) -> None:
     gateway = ScriptedGateway([StripeConnectionFailed("timeout"), StripeRateLimited("429")])
     runner = make(gateway, store)
