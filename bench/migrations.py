@@ -28,7 +28,14 @@ from celery.result import AsyncResult
 
 from bench.support import finish_migrate, run_migrate
 from cards.migrations import MigrationStore
-from harness.processes import CeleryWorker, RedisServer, client_app, run_redis, start_worker
+from harness.processes import (
+    BULK_POOL,
+    CeleryWorker,
+    RedisServer,
+    client_app,
+    run_redis,
+    start_worker,
+)
 from stripe_emulator.process import EmulatorProcess, run_emulator
 
 __all__ = [
@@ -91,7 +98,7 @@ class Stack:
             self.logs / f"{name}.log",
             concurrency=concurrency,
             name=name,
-            extra_args=("-Q", queue),
+            extra_args=("-Q", queue, *BULK_POOL),
             app_module=app_module,
         )
 

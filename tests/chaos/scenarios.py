@@ -95,7 +95,8 @@ class Stack:
     logs: Path
     env: dict[str, str]
     workers: dict[str, CeleryWorker] = field(default_factory=dict)
-    concurrency: int = 4
+    #: None: the plain command's configured pool and size, as deployed.
+    concurrency: int | None = None
 
     def start(self, name: str) -> CeleryWorker:
         worker = start_worker(
@@ -148,7 +149,7 @@ def stack(
     latency_ms: float,
     jitter_ms: float,
     fsync: str = "everysec",
-    concurrency: int = 4,
+    concurrency: int | None = None,
     **overrides: str,
 ) -> Iterator[Stack]:
     logs = workdir / "logs"
@@ -374,9 +375,7 @@ def r1_kill_workers(
         "SIGKILL a worker every ~2 s, restart it",
         f"{jobs} jobs, {workers} workers, a kill every {kill_every} s",
     )
-    with stack(
-        workdir, latency_ms=latency_ms, jitter_ms=latency_ms, concurrency=3, **chaos_env()
-    ) as running:
+    with stack(workdir, latency_ms=latency_ms, jitter_ms=latency_ms, **chaos_env()) as running:
         pairs = seed(running.emulator, jobs)
         names = [f"r1-{chr(ord('a') + i)}" for i in range(workers)]
         running.start_all(names)

@@ -50,7 +50,7 @@ def test_metrics_count_every_job_across_pool_processes(
     app = client_app(redis_server.url(db))
     flaky = customers[3]
     emulator.admin.script_faults(flaky["id"], ["rate_limit", "error_500"])
-    with run_worker(env, logs_dir / "metrics.log", concurrency=2, name="metrics"):
+    with run_worker(env, logs_dir / "metrics.log", name="metrics"):
         jobs = [enqueue_set_default_card(c["id"], c["cards"][1], app=app) for c in customers[:3]]
         jobs.append(enqueue_set_default_card(flaky["id"], flaky["cards"][1], app=app))
         missing = enqueue_set_default_card("cus_NoSuchCustomer0", "card_1x", app=app)

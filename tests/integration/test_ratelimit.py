@@ -43,8 +43,8 @@ def test_two_workers_share_one_budget_and_back_off_on_429(
     limiter = RedisRateLimiter(redis.Redis.from_url(redis_server.url(db)), recovery_seconds=3)
     key = limiter_key("cards", None)
     with (
-        run_worker(env, logs_dir / "limited-a.log", concurrency=2, name="limited-a"),
-        run_worker(env, logs_dir / "limited-b.log", concurrency=2, name="limited-b"),
+        run_worker(env, logs_dir / "limited-a.log", name="limited-a"),
+        run_worker(env, logs_dir / "limited-b.log", name="limited-b"),
     ):
         jobs = [enqueue_set_default_card(c["id"], c["cards"][1], app=app) for c in customers]
         envelopes = [get_result(job, timeout=60, app=app) for job in jobs]
