@@ -17,8 +17,8 @@ since it manages about cores / latency whatever is offered). Every job is for
 its own customer and writes a new default card. Jobs/s = jobs / (last envelope
 - first send); latency = from just before the enqueue call to the envelope's
 arrival on the result backend's pub/sub channel; CPU = the worker's main process
-and pool children from /proc over the side's window. Medians over runs; ratios
-are between sides of the same run set.
+and pool children from /proc over the side's window; RSS = theirs at its end.
+Medians over runs; ratios are between sides of the same run set.
 
 Usage::
 
@@ -48,7 +48,7 @@ from typing import Any, Final
 
 from celery import Celery
 
-from bench.migrations import cpu_seconds
+from bench.migrations import cpu_seconds, rss_bytes
 from bench.p4_live_latency import ResultListener
 from bench.support import machine_line, percentile
 from harness.processes import CeleryWorker, client_app, run_redis, start_worker
@@ -89,6 +89,7 @@ class Run:
     p50_ms: float
     p99_ms: float
     cpu_s_per_1000: float
+    rss_mb: float
     ok: int
 
 
@@ -137,6 +138,7 @@ def measure(
         p50_ms=round(percentile(latencies, 0.5), 1),
         p99_ms=round(percentile(latencies, 0.99), 1),
         cpu_s_per_1000=round(cpu * 1000 / jobs, 2),
+        rss_mb=round(rss_bytes(worker.process.pid) / 2**20, 1),
         ok=sum(1 for got in arrivals.values() if got[1]),
     )
 
@@ -249,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
 def _row(r: Run) -> str:
     return (
         f"{r.latency_ms:>6g} {r.side:<15} {r.run:>3} {r.jobs:>6} {r.seconds:>8} "
-        f"{r.jobs_per_second:>8} {r.p50_ms:>8} {r.p99_ms:>8} {r.cpu_s_per_1000:>10} {r.ok:>6}"
+        f"{r.jobs_per_second:>8} {r.p50_ms:>8} {r.p99_ms:>8} {r.cpu_s_per_1000:>10} "
+        f"{r.rss_mb:>7} {r.ok:>6}"
     )
 
 
@@ -263,7 +266,7 @@ def report(runs: list[Run], latencies: list[float], same_side: str, as_json: boo
 
     print(
         f"{'ms':>6} {'side':<15} {'run':>3} {'jobs':>6} {'seconds':>8} {'jobs/s':>8} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'cpu-s/1000':>10} {'ok':>6}"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'cpu-s/1000':>10} {'rss MB':>7} {'ok':>6}"
     )
     for r in runs:
         print(_row(r))
@@ -273,7 +276,7 @@ def report(runs: list[Run], latencies: list[float], same_side: str, as_json: boo
         figures = {
             side: {
                 name: median(side, latency, name)
-                for name in ("jobs_per_second", "p50_ms", "p99_ms", "cpu_s_per_1000")
+                for name in ("jobs_per_second", "p50_ms", "p99_ms", "cpu_s_per_1000", "rss_mb")
             }
             for side in ("ours", "celery-prefork", same_side)
         }
@@ -285,7 +288,8 @@ def report(runs: list[Run], latencies: list[float], same_side: str, as_json: boo
         for side, values in figures.items():
             print(
                 f"  {side:<15} {values['jobs_per_second']:>8} jobs/s  p50 {values['p50_ms']} ms  "
-                f"p99 {values['p99_ms']} ms  {values['cpu_s_per_1000']} CPU-s/1000"
+                f"p99 {values['p99_ms']} ms  {values['cpu_s_per_1000']} CPU-s/1000  "
+                f"RSS {values['rss_mb']} MB"
             )
         print(f"  ours / celery-prefork {vs_prefork:.2f}x, ours / {same_side} {vs_same:.2f}x")
         if latency > 0:
