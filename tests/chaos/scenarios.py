@@ -737,7 +737,7 @@ KNOWN_BUGS: dict[str, tuple[KnownBug, ...]] = {}
 #: each); "full" is the issue's size (`make chaos`).
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "ci": {
-        "R1": {"jobs": 250, "kill_every": 2.0, "latency_ms": 80},
+        "R1": {"jobs": 700, "kill_every": 2.0, "latency_ms": 300},
         "R2": {"jobs": 300, "rate": 50},
         "R3": {"jobs": 200},
         "R4": {"jobs": 60, "down_seconds": 5},
