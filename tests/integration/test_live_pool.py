@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bench.migrations import rss_bytes
 from harness.processes import RedisServer, client_app, start_worker, wait_for
 from producers import enqueue_set_default_card, get_result
 from stripe_emulator.process import EmulatorProcess, run_emulator
@@ -30,6 +31,9 @@ STRIPE_TIMEOUT_SECONDS = 10
 CONCURRENCY = 12
 #: More jobs than the worker runs at once: the rest wait in the queue at SIGTERM.
 JOBS = 2 * CONCURRENCY
+#: A threads worker after its jobs: about 95 MB measured (bench/live.py); one prefork
+#: pool process alone is about 85 MB.
+MAX_WORKER_RSS_BYTES = 160 * 2**20
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +43,26 @@ def slow_emulator() -> Iterator[EmulatorProcess]:
 
 
 def test_plain_command_runs_the_threads_pool_at_the_configured_size(
-    redis_server: RedisServer, emulator: EmulatorProcess, logs_dir: Path
+    redis_server: RedisServer,
+    emulator: EmulatorProcess,
+    logs_dir: Path,
 ) -> None:
-    env = worker_env(redis_server.url(8), emulator.url, CARDS_WORKER_CONCURRENCY="40")
+    db = 8
+    customers: list[dict[str, Any]] = emulator.admin.seed(80, cards_per_customer=2)
+    env = worker_env(redis_server.url(db), emulator.url, CARDS_WORKER_CONCURRENCY="40")
+    app = client_app(redis_server.url(db))
     worker = start_worker(env, logs_dir / "plain.log", name="plain")
     try:
         banner = re.search(r"concurrency:\s+(\d+) \((\w+)\)", worker.log)
         assert banner is not None, worker.log[:2000]
         assert banner.groups() == ("40", "thread")
-        # One process: no pool children to fork, watch or replace.
+        jobs = [enqueue_set_default_card(c["id"], c["cards"][0], app=app) for c in customers]
+        assert all(get_result(job, timeout=60, app=app)["status"] for job in jobs)
+        # One process, however many jobs ran at once: no pool children to fork, watch
+        # or replace, and one process's memory (a prefork pool holds one per slot).
         children = Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children")
         assert children.read_text().split() == []
+        assert rss_bytes(worker.process.pid) < MAX_WORKER_RSS_BYTES
     finally:
         worker.stop()
 
