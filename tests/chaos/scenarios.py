@@ -741,7 +741,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "R2": {"jobs": 300, "rate": 50},
         "R3": {"jobs": 200},
         "R4": {"jobs": 60, "down_seconds": 5},
-        "R5": {"jobs": 200, "rate": 20, "deploy_every": 3.0, "latency_ms": 200},
+        "R5": {"jobs": 300, "rate": 20, "deploy_every": 3.0, "latency_ms": 200},
     },
     "full": {
         "R1": {"jobs": 2000, "kill_every": 2.0, "latency_ms": 30},

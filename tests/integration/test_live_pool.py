@@ -9,6 +9,7 @@ envelope, puts back what had not started, and applies no write twice.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from bench.migrations import rss_bytes
-from harness.processes import RedisServer, client_app, start_worker, wait_for
+from harness.processes import BULK_POOL, RedisServer, client_app, start_worker, wait_for
 from producers import enqueue_set_default_card, get_result
 from stripe_emulator.process import EmulatorProcess, run_emulator
 from tests.integration.conftest import API_KEY, applied_writes, worker_env
@@ -103,3 +104,20 @@ def test_sigterm_lets_every_call_in_flight_finish_and_requeues_the_rest(
         assert envelope["data"] is not None
         assert envelope["data"]["default_source"] == customer["cards"][1]
         assert applied_writes(slow_emulator, idempotency_key(job)) == 1
+
+
+def test_prefork_without_a_size_runs_one_process_per_core(
+    redis_server: RedisServer, emulator: EmulatorProcess, logs_dir: Path
+) -> None:
+    """``-P prefork`` with no ``-c`` (a bulk worker started by hand) does not fork
+    CARDS_WORKER_CONCURRENCY processes."""
+    env = worker_env(redis_server.url(10), emulator.url)
+    worker = start_worker(
+        env, logs_dir / "unsized.log", name="unsized", extra_args=("-Q", "cards.bulk", *BULK_POOL)
+    )
+    try:
+        banner = re.search(r"concurrency:\s+(\d+) \((\w+)\)", worker.log)
+        assert banner is not None, worker.log[:2000]
+        assert banner.groups() == (str(os.cpu_count()), "prefork")
+    finally:
+        worker.stop()
