@@ -36,6 +36,10 @@ def test_two_workers_share_one_budget_and_back_off_on_429(
         CARDS_RATE_LIMITS=f"cards={RATE}",
         CARDS_RATE_LIMIT_BURST_SECONDS="0.1",
         CARDS_RATE_LIMIT_RECOVERY_SECONDS="3",
+        # 128 threads take all 40 jobs at once: each waits in its thread for its token
+        # (README, Sizing live workers) rather than being requeued with a whole-second
+        # countdown, which leaves the budget idle until it comes back.
+        CARDS_RATE_LIMIT_MAX_WAIT_SECONDS="5",
     )
     app = client_app(redis_server.url(db))
     warm_up = emulator.admin.seed(40, cards_per_customer=2)

@@ -1,4 +1,5 @@
-"""A prefork pool whose size nobody chose gets one process per core, not 64."""
+"""An explicit ``-P prefork`` is honoured over the configured threads pool, and a prefork
+pool whose size nobody chose gets one process per core, not 64."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.concurrency.thread import TaskPool as ThreadPool
 
-from worker.pool import concurrency_given, unsized_prefork
+from worker.pool import concurrency_given, pool_given, unsized_prefork
 
 CELERY = ["celery", "-A", "worker", "worker", "-Q", "cards.bulk"]
 
@@ -42,3 +43,18 @@ def test_unsized_prefork(
     pool: object, extra: list[str], environ: dict[str, str], unsized: bool
 ) -> None:
     assert unsized_prefork(pool, [*CELERY, *extra], environ) is unsized
+
+
+@pytest.mark.parametrize(
+    ("extra", "pool"),
+    [
+        ([], None),
+        (["-P", "prefork"], "prefork"),
+        (["-Pprefork"], "prefork"),
+        (["--pool", "processes"], "processes"),
+        (["--pool=threads"], "threads"),
+        (["-c", "4"], None),
+    ],
+)
+def test_pool_given(extra: list[str], pool: str | None) -> None:
+    assert pool_given([*CELERY, *extra]) == pool
