@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 clean
+.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ format: venv
 ## bench: end-to-end throughput, ours against a plain Celery task (see BENCHMARKS.md).
 bench: venv
 	$(BIN)/python -m bench.e2e
+
+## bench-live: live jobs at 0 and 300 ms Stripe latency, the plain worker against plain Celery.
+bench-live: venv
+	$(BIN)/python -m bench.live
 
 ## bench-p1 … bench-p5: the migration benchmarks of BENCHMARKS.md, each at full size.
 bench-p1: venv

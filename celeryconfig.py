@@ -77,5 +77,11 @@ result_backend_max_retries = 12
 result_backend_base_sleep_between_retries_ms = 100
 result_backend_max_sleep_between_retries_ms = 10_000
 
+# The plain `celery -A worker worker` runs jobs on threads: a job spends nearly all
+# of its time waiting for Stripe, so one process keeps `worker_concurrency` calls in
+# flight (see README, Sizing live workers). -P and -c on the command line still win.
+worker_pool = _settings.worker_pool
+worker_concurrency = _settings.worker_concurrency
+
 worker_send_task_events = True
 task_send_sent_event = True

@@ -15,6 +15,7 @@ Parameters:
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,7 +29,14 @@ from celery.result import AsyncResult
 
 from bench.support import finish_migrate, run_migrate
 from cards.migrations import MigrationStore
-from harness.processes import CeleryWorker, RedisServer, client_app, run_redis, start_worker
+from harness.processes import (
+    BULK_POOL,
+    CeleryWorker,
+    RedisServer,
+    client_app,
+    run_redis,
+    start_worker,
+)
 from stripe_emulator.process import EmulatorProcess, run_emulator
 
 __all__ = [
@@ -37,6 +45,7 @@ __all__ = [
     "Timed",
     "cpu_seconds",
     "median",
+    "rss_bytes",
     "run_baseline",
     "run_migration",
     "stack",
@@ -47,16 +56,34 @@ RESULT_TIMEOUT_SECONDS: Final = 600
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, all its threads, and its direct children (the pool)."""
+def _with_children(pid: int) -> list[int]:
+    """A process and its direct children (a worker and its pool)."""
     pids = [pid]
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         pids += [int(c) for c in children]
     except OSError:
         pass
+    return pids
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its direct children (the pool)."""
     total = 0
-    for p in pids:
+    for p in _with_children(pid):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        total += int(found.group(1)) * 1024 if found else 0
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads, and its direct children (the pool)."""
+    total = 0
+    for p in _with_children(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -91,7 +118,7 @@ class Stack:
             self.logs / f"{name}.log",
             concurrency=concurrency,
             name=name,
-            extra_args=("-Q", queue),
+            extra_args=("-Q", queue, *BULK_POOL),
             app_module=app_module,
         )
 

@@ -78,7 +78,7 @@ from bench.support import (
     run_migrate,
     write_rows,
 )
-from harness.processes import start_worker
+from harness.processes import BULK_POOL, start_worker
 
 BULK_QUEUE: Final = "cards.bulk"
 DEFAULT_ROWS: Final = 3000
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             log_path,
             concurrency=args.concurrency,
             name="bulk",
-            extra_args=("-Q", BULK_QUEUE),
+            extra_args=("-Q", BULK_QUEUE, *BULK_POOL),
         )
         try:
             for index in range(args.runs):

@@ -89,7 +89,7 @@ from bench.support import (
     run_migrate,
     write_rows,
 )
-from harness.processes import CeleryWorker, start_worker
+from harness.processes import BULK_POOL, CeleryWorker, start_worker
 from producers import enqueue_set_default_card
 from stripe_emulator.process import EmulatorProcess
 
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp / "bulk.log",
             concurrency=args.bulk_concurrency,
             name="bulk",
-            extra_args=("-Q", BULK_QUEUE),
+            extra_args=("-Q", BULK_QUEUE, *BULK_POOL),
         )
         renice(bulk, args.bulk_nice)
         renice(live, args.live_nice)

@@ -71,7 +71,7 @@ from bench.p5_measure import (
 )
 from cards.migrations import MigrationStore
 from cards.settings import get_settings
-from harness.processes import BIN, REPO_ROOT, run_redis, start_worker
+from harness.processes import BIN, BULK_POOL, REPO_ROOT, run_redis, start_worker
 from stripe_emulator.process import run_emulator
 
 GOAL_ROWS_PER_SECOND: Final = 100_000
@@ -283,7 +283,7 @@ def enqueue(
             scratch / "bulk-worker.log",
             concurrency=concurrency,
             name="p5bulk",
-            extra_args=("-Q", queue),
+            extra_args=("-Q", queue, *BULK_POOL),
         )
         client = server.client()
         store = MigrationStore(client)

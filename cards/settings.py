@@ -135,6 +135,19 @@ class Settings(BaseSettings):
         le=500,
         description="Rows per message that `cards migrate` sends (1 sends one job per row).",
     )
+    worker_pool: str = Field(
+        default="threads",
+        pattern=r"^(threads|prefork|solo)$",
+        description="Celery pool of `celery -A worker worker` when no -P is given: threads "
+        "runs many Stripe calls at once in one process (see README, Sizing live workers).",
+    )
+    worker_concurrency: int = Field(
+        default=64,
+        ge=1,
+        le=512,
+        description="Jobs a worker runs at once when no -c is given (threads, or prefork "
+        "processes); size it as Stripe latency x live rate (README, Sizing live workers).",
+    )
     bulk_threads: int = Field(
         default=16,
         ge=1,

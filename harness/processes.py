@@ -24,6 +24,7 @@ from celery import Celery
 from cards.messaging import celery_app
 
 __all__ = [
+    "BULK_POOL",
     "REPO_ROOT",
     "CeleryWorker",
     "RedisServer",
@@ -38,6 +39,9 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POLL_SECONDS = 0.05
+#: How bulk workers are started (README, Running migrations): a batch is CPU work
+#: spread over its own row threads, so they keep one process per core.
+BULK_POOL = ("-P", "prefork")
 
 
 def client_app(broker_url: str, backend_url: str | None = None) -> Celery:
@@ -172,7 +176,7 @@ def run_worker(
     env: Mapping[str, str],
     log_path: Path,
     *,
-    concurrency: int = 2,
+    concurrency: int | None = None,
     name: str = "w1",
     extra_args: tuple[str, ...] = (),
 ) -> Iterator[CeleryWorker]:
@@ -187,12 +191,16 @@ def start_worker(
     env: Mapping[str, str],
     log_path: Path,
     *,
-    concurrency: int = 2,
+    concurrency: int | None = None,
     name: str = "w1",
     extra_args: tuple[str, ...] = (),
     app_module: str = "worker",
 ) -> CeleryWorker:
-    """Start ``celery -A <app_module> worker -l info`` and wait until it says it is ready."""
+    """Start ``celery -A <app_module> worker -l info`` and wait until it says it is ready.
+
+    ``concurrency=None`` passes no ``-c``: the pool and its size are the app's
+    configured defaults, as with the plain documented command."""
+    size = ["-c", str(concurrency)] if concurrency is not None else []
     offset = log_path.stat().st_size if log_path.exists() else 0
     log_file = log_path.open("ab")
     process = subprocess.Popen(
@@ -203,8 +211,7 @@ def start_worker(
             "worker",
             "-l",
             "info",
-            "-c",
-            str(concurrency),
+            *size,
             "-n",
             f"{name}@%h",
             "--without-gossip",

@@ -14,6 +14,7 @@ Modules:
     callback_policy: after one callback attempt, retry or not (pure).
     webhook: the callback HTTP edge (SSRF-safe, drawbridge).
     task_requests: request classes that keep customer data out of task events (Flower).
+    pool: an explicit ``-P prefork`` honoured, an unsized prefork pool one process per core.
 """
 
 from worker.app import app

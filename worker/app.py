@@ -6,7 +6,8 @@ import logging
 
 from celery.app import trace
 
-import worker.metrics  # noqa: F401 - serves /metrics once the worker starts
+import worker.metrics  # serves /metrics once the worker starts
+import worker.pool  # noqa: F401 - sizes a prefork pool started without -c
 from cards.messaging import celery_app
 from worker.breaker import BreakerStep
 from worker.security import assert_safe_serialization

@@ -13,12 +13,14 @@ jobs, the card or the list of cards as Stripe returned them).
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
+import httpx
 import stripe
 
 from cards.jobs import SetDefaultCardJob, TargetField
@@ -26,7 +28,7 @@ from cards.settings import Settings
 from worker.errors import InvalidRequest, NoApiKey, NoSuchCustomer, TransientError, classify
 from worker.metrics import STRIPE_CALL_SECONDS
 
-__all__ = ["StripeGateway", "is_card"]
+__all__ = ["PooledHTTPXClient", "StripeGateway", "is_card"]
 
 T = TypeVar("T")
 
@@ -37,6 +39,8 @@ LIST_PAGE_SIZE: Final = 100
 MAX_LIST_PAGES: Final = 10
 #: The customer :meth:`StripeGateway.probe` asks for; no Stripe id has this shape.
 PROBE_CUSTOMER: Final = "cus_cardsworkerbreakerprobe"
+#: httpx's own default of idle connections kept: the least a worker keeps.
+MIN_KEPT_CONNECTIONS: Final = 20
 
 
 def _raw(obj: stripe.StripeObject) -> dict[str, Any]:
@@ -67,6 +71,22 @@ def _account_options(account: str | None, idempotency_key: str | None = None) ->
     return options
 
 
+class PooledHTTPXClient(stripe.HTTPXClient):
+    """The SDK's httpx client, keeping as many connections open as calls run at once.
+
+    httpx keeps 20 idle connections by default: with more threads calling at
+    once, every call beyond the 20th would open (and TLS-handshake) a new
+    connection and close it after. The SDK builds its ``httpx.Client`` without
+    a way to pass limits, so it is replaced here by the same client with them.
+    """
+
+    def __init__(self, *, timeout: float, connections: int) -> None:
+        super().__init__(timeout=timeout, allow_sync_methods=True)
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        verify = ssl.create_default_context(cafile=stripe.ca_bundle_path)
+        self._client = httpx.Client(verify=verify, limits=limits)
+
+
 class StripeGateway:
     """Stripe calls for jobs. Each is timed (``cards_stripe_call_seconds``) and
     each failure is raised already classified."""
@@ -83,8 +103,11 @@ class StripeGateway:
             base_addresses={"api": settings.stripe_api_base},
             stripe_version=settings.stripe_api_version,
             max_network_retries=0,
-            http_client=stripe.HTTPXClient(
-                timeout=settings.stripe_timeout_seconds, allow_sync_methods=True
+            http_client=PooledHTTPXClient(
+                timeout=settings.stripe_timeout_seconds,
+                connections=max(
+                    settings.worker_concurrency, settings.bulk_threads, MIN_KEPT_CONNECTIONS
+                ),
             ),
         )
         return cls(client)

@@ -115,27 +115,28 @@ class CustomerGuard:
         self.lock_seconds = lock_seconds
         self.max_job_age_seconds = max_job_age_seconds
 
+    # A single customer's enter and leave call their script directly (EVALSHA: one
+    # round trip); a pipeline of scripts first asks SCRIPT EXISTS (one more), which
+    # only a batch of customers makes worth it.
+
     def enter(self, key: str) -> Entry:
         """Take the customer's lock: (a token proving it, or None if another job holds it)
         and the newest request applied to the customer so far."""
-        return self.enter_many([key])[0]
+        token = secrets.token_hex(8)
+        return _entry(token, self._enter(keys=_keys(key), args=self._enter_args(token)))
 
     def enter_many(self, keys: Sequence[str]) -> list[Entry]:
         """:meth:`enter` for each of several customers (distinct keys), in one round trip."""
         tokens = [secrets.token_hex(8) for _ in keys]
         with self._redis.pipeline(transaction=False) as pipe:
             for key, token in zip(keys, tokens, strict=True):
-                self._enter(
-                    keys=[LOCK_PREFIX + key, NEWEST_PREFIX + key],
-                    args=[token, int(self.lock_seconds * 1000)],
-                    client=pipe,
-                )
+                self._enter(keys=_keys(key), args=self._enter_args(token), client=pipe)
             answers = pipe.execute()
         return [_entry(token, answer) for token, answer in zip(tokens, answers, strict=True)]
 
     def leave(self, key: str, token: str, applied: AppliedRequest | None = None) -> None:
         """Record ``applied`` as the customer's newest request, then release the lock."""
-        self.leave_many([(key, token, applied)])
+        self._leave(keys=_keys(key), args=self._leave_args(token, applied))
 
     def leave_many(self, leaves: Sequence[tuple[str, str, AppliedRequest | None]]) -> None:
         """:meth:`leave` for each (key, token, applied), in one round trip."""
@@ -143,17 +144,23 @@ class CustomerGuard:
             return
         with self._redis.pipeline(transaction=False) as pipe:
             for key, token, applied in leaves:
-                self._leave(
-                    keys=[LOCK_PREFIX + key, NEWEST_PREFIX + key],
-                    args=[
-                        token,
-                        repr(applied.requested_at) if applied else "",
-                        applied.job_id if applied else "",
-                        int(self.max_job_age_seconds + RECORD_SLACK_SECONDS),
-                    ],
-                    client=pipe,
-                )
+                self._leave(keys=_keys(key), args=self._leave_args(token, applied), client=pipe)
             pipe.execute()
+
+    def _enter_args(self, token: str) -> list[str | int]:
+        return [token, int(self.lock_seconds * 1000)]
+
+    def _leave_args(self, token: str, applied: AppliedRequest | None) -> list[str | int]:
+        return [
+            token,
+            repr(applied.requested_at) if applied else "",
+            applied.job_id if applied else "",
+            int(self.max_job_age_seconds + RECORD_SLACK_SECONDS),
+        ]
+
+
+def _keys(key: str) -> list[str]:
+    return [LOCK_PREFIX + key, NEWEST_PREFIX + key]
 
 
 def _entry(token: str, answer: list[Any]) -> Entry:

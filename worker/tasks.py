@@ -22,6 +22,7 @@ from typing import Any
 import celery
 import redis
 from celery import signals
+from celery.concurrency.prefork import TaskPool as PreforkPool
 
 from cards.deadletters import DeadLetter, DeadLetterStore, is_dead_letter
 from cards.envelope import Envelope
@@ -102,6 +103,14 @@ def _build_before_first_job(**_: Any) -> None:
         runner()
     except Exception:  # the first job builds it again and answers for itself
         logger.exception("could not build the job runner at process start")
+
+
+@signals.worker_ready.connect
+def _build_in_main_process(sender: Any = None, **_: Any) -> None:
+    """Pools without child processes (threads, solo) run jobs in the main process:
+    build its runner before the first job, as pool processes do at their start."""
+    if not isinstance(getattr(sender, "pool", None), PreforkPool):
+        _build_before_first_job()
 
 
 def finish_job(job: SetDefaultCardJob, job_id: str, envelope: Envelope) -> None:

@@ -101,7 +101,8 @@ class Stack:
     logs: Path
     env: dict[str, str]
     workers: dict[str, CeleryWorker] = field(default_factory=dict)
-    concurrency: int = 4
+    #: None: the plain command's configured pool and size, as deployed.
+    concurrency: int | None = None
 
     def start(self, name: str) -> CeleryWorker:
         worker = start_worker(
@@ -154,7 +155,7 @@ def stack(
     latency_ms: float,
     jitter_ms: float,
     fsync: str = "everysec",
-    concurrency: int = 4,
+    concurrency: int | None = None,
     **overrides: str,
 ) -> Iterator[Stack]:
     logs = workdir / "logs"
@@ -380,9 +381,7 @@ def r1_kill_workers(
         "SIGKILL a worker every ~2 s, restart it",
         f"{jobs} jobs, {workers} workers, a kill every {kill_every} s",
     )
-    with stack(
-        workdir, latency_ms=latency_ms, jitter_ms=latency_ms, concurrency=3, **chaos_env()
-    ) as running:
+    with stack(workdir, latency_ms=latency_ms, jitter_ms=latency_ms, **chaos_env()) as running:
         pairs = seed(running.emulator, jobs)
         names = [f"r1-{chr(ord('a') + i)}" for i in range(workers)]
         running.start_all(names)
@@ -744,11 +743,11 @@ KNOWN_BUGS: dict[str, tuple[KnownBug, ...]] = {}
 #: each); "full" is the issue's size (`make chaos`).
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "ci": {
-        "R1": {"jobs": 250, "kill_every": 2.0, "latency_ms": 80},
+        "R1": {"jobs": 700, "kill_every": 2.0, "latency_ms": 300},
         "R2": {"jobs": 300, "rate": 50},
         "R3": {"jobs": 200},
         "R4": {"jobs": 60, "down_seconds": 5},
-        "R5": {"jobs": 200, "rate": 20, "deploy_every": 3.0, "latency_ms": 200},
+        "R5": {"jobs": 300, "rate": 20, "deploy_every": 3.0, "latency_ms": 200},
     },
     "full": {
         "R1": {"jobs": 2000, "kill_every": 2.0, "latency_ms": 30},

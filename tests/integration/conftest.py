@@ -113,7 +113,7 @@ def worker(
     redis_server: RedisServer, emulator: EmulatorProcess, logs_dir: Path
 ) -> Iterator[CeleryWorker]:
     env = worker_env(redis_server.url(), emulator.url)
-    with run_worker(env, logs_dir / "session-worker.log", concurrency=2) as process:
+    with run_worker(env, logs_dir / "session-worker.log") as process:
         yield process
 
 

@@ -15,7 +15,7 @@ from celery import Celery
 from cards.batches import BATCH_TASK_NAME
 from cards.migrations import MigrationStore
 from cards.settings import get_settings
-from harness.processes import BIN, run_redis, run_worker, start_worker, wait_for
+from harness.processes import BIN, BULK_POOL, run_redis, run_worker, start_worker, wait_for
 from producers import get_result
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import applied_writes, customer_writes, worker_env
@@ -162,7 +162,10 @@ def test_a_bulk_worker_killed_mid_batch_loses_no_row_and_doubles_none(
             CARDS_RATE_LIMITS=f"{BULK_QUEUE}=100",
         )
         doomed = start_worker(
-            env, logs_dir / "batch-kill-1.log", name="doomed", extra_args=("-Q", BULK_QUEUE)
+            env,
+            logs_dir / "batch-kill-1.log",
+            name="doomed",
+            extra_args=("-Q", BULK_QUEUE, *BULK_POOL),
         )
         producer = subprocess.Popen(
             [str(BIN / "cards"), "migrate", str(source), "--quiet", "--id", "kill-mid-batch"],
@@ -181,7 +184,10 @@ def test_a_bulk_worker_killed_mid_batch_loses_no_row_and_doubles_none(
         doomed.kill()
         assert server.client().hlen("unacked") > 0  # it died holding batches
         with run_worker(
-            env, logs_dir / "batch-kill-2.log", name="heir", extra_args=("-Q", BULK_QUEUE)
+            env,
+            logs_dir / "batch-kill-2.log",
+            name="heir",
+            extra_args=("-Q", BULK_QUEUE, *BULK_POOL),
         ):
             out, err = producer.communicate(timeout=120)
 

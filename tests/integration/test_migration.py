@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from cards.migrations import MigrationStore
-from harness.processes import BIN, CeleryWorker, RedisServer, run_worker, wait_for
+from harness.processes import BIN, BULK_POOL, CeleryWorker, RedisServer, run_worker, wait_for
 from harness.queues import queued_rows
 from producers.migration import REPORT_COLUMNS, default_migration_id
 from stripe_emulator.process import EmulatorProcess
@@ -47,7 +47,7 @@ def bulk_worker(
         logs_dir / "bulk-worker.log",
         concurrency=4,
         name="bulk",
-        extra_args=("-Q", BULK_QUEUE),
+        extra_args=("-Q", BULK_QUEUE, *BULK_POOL),
     ) as process:
         yield process
 
@@ -462,7 +462,10 @@ def test_redis_never_holds_more_than_the_window(
 
     worker_settings = worker_env(url, emulator.url)
     with run_worker(
-        worker_settings, logs_dir / "window-worker.log", name="window", extra_args=("-Q", queue)
+        worker_settings,
+        logs_dir / "window-worker.log",
+        name="window",
+        extra_args=("-Q", queue, *BULK_POOL),
     ):
         wait_for(finished, 90, "the migration to finish")
     out, err = producer.communicate()

@@ -1,4 +1,4 @@
-"""What operators see: Prometheus metrics summed over the prefork pool, and logs
+"""What operators see: Prometheus metrics summed over the pool (threads or prefork), and logs
 that carry job outcomes but no secret and no personal data."""
 
 from __future__ import annotations
@@ -38,19 +38,27 @@ def sample(samples: dict[str, float], name: str, **labels: str) -> float:
     )
 
 
+@pytest.mark.parametrize(
+    "pool_args",
+    [(), ("-P", "prefork")],
+    ids=["plain-command-threads", "prefork-pool-processes"],
+)
 def test_metrics_count_every_job_across_pool_processes(
     redis_server: RedisServer,
     emulator: EmulatorProcess,
     logs_dir: Path,
     customers: list[dict[str, Any]],
+    pool_args: tuple[str, ...],
 ) -> None:
+    """Counted where the jobs ran: the main process's own files (threads) or each
+    pool process's (prefork), summed by the main process either way."""
     db = 5
     port = free_port()
     env = worker_env(redis_server.url(db), emulator.url, CARDS_METRICS_PORT=str(port))
     app = client_app(redis_server.url(db))
     flaky = customers[3]
     emulator.admin.script_faults(flaky["id"], ["rate_limit", "error_500"])
-    with run_worker(env, logs_dir / "metrics.log", concurrency=2, name="metrics"):
+    with run_worker(env, logs_dir / "metrics.log", name="metrics", extra_args=pool_args):
         jobs = [enqueue_set_default_card(c["id"], c["cards"][1], app=app) for c in customers[:3]]
         jobs.append(enqueue_set_default_card(flaky["id"], flaky["cards"][1], app=app))
         missing = enqueue_set_default_card("cus_NoSuchCustomer0", "card_1x", app=app)

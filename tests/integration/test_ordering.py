@@ -51,8 +51,8 @@ def test_every_customer_ends_on_its_newest_request_with_one_writer_at_a_time(
     random.Random(7).shuffle(changes)
 
     with (
-        run_worker(env, logs_dir / "order-a.log", concurrency=3, name="order-a"),
-        run_worker(env, logs_dir / "order-b.log", concurrency=3, name="order-b"),
+        run_worker(env, logs_dir / "order-a.log", name="order-a"),
+        run_worker(env, logs_dir / "order-b.log", name="order-b"),
     ):
         jobs = [
             enqueue_set_default_card(

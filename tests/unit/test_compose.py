@@ -146,3 +146,12 @@ def test_gateway_runs_the_cards_command_on_loopback_with_keys() -> None:
     assert "CARDS_GATEWAY_API_KEYS" in gateway["environment"]
     assert "/healthz" in " ".join(gateway["healthcheck"]["test"])
     assert "CARDS_GATEWAY_API_KEYS=" in (ROOT / ".env.example").read_text()
+
+
+def test_live_worker_runs_the_plain_command_and_bulk_workers_prefork() -> None:
+    found = services()
+    live = command_words(found["worker"]).split()
+    assert "-P" not in live and "--pool" not in live
+    assert "-c" not in live and "--concurrency" not in live
+    assert found["worker"]["environment"]["CARDS_WORKER_CONCURRENCY"]
+    assert "-P prefork" in command_words(found["worker-bulk"])
