@@ -44,6 +44,7 @@ broker_transport_options = {
     # job can be redelivered beyond the visibility timeout.
     "unacked_restore_interval": _settings.unacked_restore_interval_seconds,
     "unacked_restore_throttle": 1,
+    "queue_watcher": _settings.queue_watcher,
 }
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import suppress
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import Any
 
 import redis

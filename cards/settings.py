@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         default=None,
         description="Redis for per-job retry state; defaults to the broker URL.",
     )
+    queue_watcher: bool = Field(
+        default=True,
+        description="Wake a worker at once for a job from any producer (a BLMOVE watch per "
+        "queue list; needs Redis >= 6.2). Off: jobs not pushed by this project's previous "
+        "release wait up to 1 s.",
+    )
     queue: str = Field(default="cards", description="Queue that jobs are sent to.")
     bulk_queue: str = Field(
         default="cards.bulk",

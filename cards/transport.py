@@ -135,7 +135,13 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 
 
 class ReliableConsuming:
-    """What our channels change in kombu's Redis channel (mixed into both kinds)."""
+    """What our channels change in kombu's Redis channel (mixed into both kinds).
+
+    Transport option ``queue_watcher`` (default true): false runs no watcher, so a
+    message whose producer pushed no token waits for the 1 s ``BRPOP`` timeout.
+    """
+
+    queue_watcher = True
 
     # Set by kombu's Channel; declared here for the type checker.
     _in_poll: Any
@@ -191,7 +197,7 @@ class ReliableConsuming:
 
     def _start_watcher(self) -> QueueWatcher | None:
         """The watcher, started on first use with a connection pool of its own."""
-        if self._watcher is None and not self._closing:
+        if self._watcher is None and self.queue_watcher and not self._closing:
             # kombu's pool factory, without the connection limit (the watcher holds
             # one connection per list) and keeping the channel's own Sentinel manager.
             limit, manager = self.max_connections, self._sentinel_manager
@@ -304,6 +310,7 @@ class Channel(ReliableConsuming, kombu_redis.Channel):  # type: ignore[misc]
     """kombu's Redis channel, consuming with the take script and the watcher."""
 
     QoS = QoS
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "queue_watcher")
 
 
 class SentinelChannel(ReliableConsuming, kombu_redis.SentinelChannel):  # type: ignore[misc]
@@ -320,7 +327,11 @@ class SentinelChannel(ReliableConsuming, kombu_redis.SentinelChannel):  # type: 
     master_name: str | None = None
     min_other_sentinels: int = 0
     sentinel_kwargs: dict[str, Any] | None = None
-    from_transport_options = (*kombu_redis.SentinelChannel.from_transport_options, "sentinels")
+    from_transport_options = (
+        *kombu_redis.SentinelChannel.from_transport_options,
+        "queue_watcher",
+        "sentinels",
+    )
 
     def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
         if not self.sentinels:

@@ -12,6 +12,7 @@ and its watcher, which wakes a worker for a message from any producer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import threading
@@ -320,10 +321,8 @@ def delivery_latencies(
 
         def drain() -> None:
             while not stop.is_set():
-                try:
+                with contextlib.suppress(TimeoutError, Empty):
                     worker.drain_events(timeout=0.2)
-                except (TimeoutError, Empty):
-                    pass
 
         watched = 4 * len(queues)  # every priority step of every queue
         thread = threading.Thread(target=drain)
