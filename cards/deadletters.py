@@ -22,6 +22,8 @@ from typing import Any, Final
 import redis
 
 from cards.envelope import Envelope, ErrorKind
+from cards.redis_urls import redis_client
+from cards.settings import get_settings
 
 __all__ = ["DeadLetter", "DeadLetterStore", "is_dead_letter"]
 
@@ -64,7 +66,7 @@ class DeadLetterStore:
 
     @classmethod
     def from_url(cls, url: str) -> DeadLetterStore:
-        return cls(redis.Redis.from_url(url))
+        return cls(redis_client(url, get_settings().sentinel_master))
 
     def add(self, letter: DeadLetter) -> None:
         pipe = self._redis.pipeline(transaction=True)

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
         default=None,
         description="Redis for per-job retry state; defaults to the broker URL.",
     )
+    sentinel_master: str = Field(
+        default="mymaster",
+        description="Name of the Redis master that the sentinels of sentinel:// URLs watch.",
+    )
     queue_watcher: bool = Field(
         default=True,
         description="Wake a worker at once for a job from any producer (a BLMOVE watch per "
