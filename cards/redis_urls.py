@@ -45,8 +45,6 @@ class SentinelUrl:
     db: int
     username: str | None
     password: str | None
-    #: The first sentinel's URL alone (kombu reads ``;`` as failover URLs).
-    first: str
 
 
 def is_sentinel(url: str) -> bool:
@@ -73,7 +71,6 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         db=int(path or 0),
         username=unquote(first.username) if first.username else None,
         password=unquote(first.password) if first.password else None,
-        first=parts[0],
     )
 
 
@@ -97,9 +94,9 @@ def redis_client(url: str, master_name: str, **options: object) -> redis.Redis:
 
 
 def celery_url_config(broker_url: str, result_backend: str, master_name: str) -> dict[str, Any]:
-    """The Celery settings that follow from the two URLs: broker URL and transport, and
-    the transport options a Sentinel broker or result backend needs (to be merged
-    into the other transport options)."""
+    """The Celery settings that follow from the two URLs: the broker transport, and
+    what a Sentinel broker or result backend needs (transport options to merge into
+    the others, and publish retries that outlast a failover)."""
     config: dict[str, Any] = {
         "broker_url": broker_url,
         "broker_transport": TRANSPORT,
@@ -108,15 +105,9 @@ def celery_url_config(broker_url: str, result_backend: str, master_name: str) ->
         "result_backend_transport_options": {},
     }
     if is_sentinel(broker_url):
-        # One URL for kombu (it reads a;b;c as failover URLs, and swaps in its own
-        # transport on the first error); every sentinel in the transport options.
-        parsed = parse_sentinel_url(broker_url)
-        config["broker_url"] = parsed.first
+        parse_sentinel_url(broker_url)  # a malformed URL fails here, naming the problem
         config["broker_transport"] = SENTINEL_TRANSPORT
-        config["broker_transport_options"] = {
-            "master_name": master_name,
-            "sentinels": [list(address) for address in parsed.sentinels],
-        }
+        config["broker_transport_options"] = {"master_name": master_name}
         # A producer waits through a failover (sentinels take a few seconds to
         # promote a replica) instead of failing after Celery's default 0.6 s.
         config["task_publish_retry_policy"] = FAILOVER_PUBLISH_RETRY_POLICY

@@ -35,7 +35,6 @@ from time import monotonic, time
 from typing import Any
 
 import redis
-import redis.sentinel
 from kombu.transport import redis as _kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -82,7 +81,6 @@ _EXPECTED_SIGNATURES: dict[str, tuple[str, ...]] = {
     "Channel.basic_consume": ("self", "queue", "args", "kwargs"),
     "Channel.conn_or_acquire": ("self", "client"),
     "QoS.append": ("self", "message", "delivery_tag"),
-    "SentinelChannel._sentinel_managed_pool": ("self", "asynchronous"),
 }
 
 
@@ -314,46 +312,10 @@ class Channel(ReliableConsuming, kombu_redis.Channel):  # type: ignore[misc]
 
 
 class SentinelChannel(ReliableConsuming, kombu_redis.SentinelChannel):  # type: ignore[misc]
-    """kombu's Sentinel channel, consuming as :class:`Channel` does.
-
-    The sentinels come from the ``sentinels`` transport option (``[[host, port],
-    …]``, set by ``celeryconfig`` from the URL), not from a ``;``-separated URL:
-    kombu treats those as failover URLs and, on the first connection error, swaps
-    in its own transport by the URL's scheme.
-    """
+    """kombu's Sentinel channel, consuming as :class:`Channel` does."""
 
     QoS = QoS
-    sentinels: Sequence[Sequence[Any]] = ()
-    master_name: str | None = None
-    min_other_sentinels: int = 0
-    sentinel_kwargs: dict[str, Any] | None = None
-    from_transport_options = (
-        *kombu_redis.SentinelChannel.from_transport_options,
-        "queue_watcher",
-        "sentinels",
-    )
-
-    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
-        if not self.sentinels:
-            return super()._sentinel_managed_pool(asynchronous)
-        if self.master_name is None:
-            raise ValueError("'master_name' transport option must be specified.")
-        params = self._connparams(asynchronous)
-        params.pop("host", None)
-        params.pop("port", None)
-        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-            [(str(host), int(port)) for host, port in self.sentinels],
-            min_other_sentinels=self.min_other_sentinels or 0,
-            sentinel_kwargs=self.sentinel_kwargs,
-            **params,
-        )
-        # kombu closes the managers' sentinel connections with the pools.
-        if asynchronous:
-            self._async_sentinel_manager = manager
-        else:
-            self._sentinel_manager = manager
-        master = manager.master_for(self.master_name, redis.Redis)  # type: ignore[no-untyped-call]
-        return master.connection_pool
+    from_transport_options = (*kombu_redis.SentinelChannel.from_transport_options, "queue_watcher")
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
@@ -366,15 +328,24 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
             # kombu's failover (Connection.switch) re-reads the transport from the
             # URL scheme and would silently drop this one.
             raise RuntimeError(
-                "cards.transport does not support failover broker URLs (a;b); "
-                "for Redis high availability use one sentinel:// URL and the "
-                "'sentinels' transport option"
+                "cards.transport does not support failover broker URLs (a;b): "
+                "for Redis high availability use sentinel:// URLs"
             )
         super().__init__(client, **kwargs)
 
 
-class SentinelTransport(Transport):
-    """kombu's Sentinel transport with :class:`SentinelChannel`."""
+class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+    """kombu's Sentinel transport with :class:`SentinelChannel`.
+
+    kombu reads the ``;``-separated sentinels of the URL as failover URLs too: on a
+    connection error ``Connection.switch`` would move to the next one and swap in
+    kombu's own transport (by the URL's scheme). With Sentinel the sentinels are
+    the failover (every reconnect asks them for the master), so that switch is
+    turned off; the channel still reads the sentinels from ``client.alt``.
+    """
 
     Channel = SentinelChannel
-    default_port = kombu_redis.SentinelTransport.default_port
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        client.cycle = None
+        super().__init__(client, **kwargs)
