@@ -214,7 +214,7 @@ def test_a_rolling_upgrade_loses_nothing_and_strands_nothing(
     old_env = worker_env(stack.url, emulator.url, CARDS_QUEUE_WATCHER="false")
     concurrency, args = POOLS[stack.pool]
     log = logs_dir / f"old-style-{stack.pool}.log"
-    jobs = pairs(emulator, 60)
+    jobs = pairs(emulator, 30)
     client = stack.client()
     latencies: dict[str, list[float]] = {"old producer": [], "new producer": [], "stock": []}
     with run_worker(
