@@ -37,7 +37,8 @@ class QueueWatcher:
     """Threads that wake a channel when its queue lists (Redis keys) get a message.
 
     ``pool``: a connection pool of its own (blocking connections are held for
-    long); ``wake(queue_key)``: leaves a token beside that list; ``timeout``: the
+    long); ``wake(client, queue_key)``: leaves a token beside that list, through
+    ``client`` (on ``pool``); ``timeout``: the
     seconds one blocking wait lasts (how late a stop or key change is seen);
     ``on_stop``: called once the pool is closed.
     """
@@ -45,11 +46,12 @@ class QueueWatcher:
     def __init__(
         self,
         pool: Any,
-        wake: Callable[[str], object],
+        wake: Callable[[redis.Redis, str], object],
         timeout: float,
         on_stop: Callable[[], object] | None = None,
     ) -> None:
         self._pool = pool
+        self._client = redis.Redis(connection_pool=pool)
         self._on_stop = on_stop
         self._wake = wake
         self._timeout = timeout
@@ -118,7 +120,7 @@ class QueueWatcher:
                     continue  # the wait timed out: the list stayed empty
                 # Disarm first: an arm() from the event loop after the wake must count.
                 armed.clear()
-                self._wake(key)
+                self._wake(self._client, key)
             except Exception as exc:  # a thread must not die: log, reconnect, go on
                 if stop.is_set():
                     break  # stop() closed the pool under the blocked read

@@ -215,9 +215,8 @@ class ReliableConsuming:
             )
         return self._watcher
 
-    def _wake(self, queue_key: str) -> None:
-        with self.conn_or_acquire() as client:  # type: ignore[attr-defined]
-            self._wake_script(keys=[queue_key, wake_key(queue_key)], client=client)
+    def _wake(self, client: redis.Redis, queue_key: str) -> None:
+        self._wake_script(keys=[queue_key, wake_key(queue_key)], client=client)
 
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         # A no_ack consumer never calls QoS.append: the script must not record its
