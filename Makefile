@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 clean
+.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ bench-p4: venv
 
 bench-p5: venv
 	$(BIN)/python -m bench.p5_file
+
+## bench-replication: jobs a Sentinel failover loses to async replication (LPUSH vs LPUSH+WAIT).
+bench-replication: venv
+	$(BIN)/python -m bench.replication_loss
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

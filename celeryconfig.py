@@ -13,9 +13,10 @@ relies on and are not meant to be changed:
 - one ``visibility_timeout`` for broker and result backend, well above every
   retry countdown (enforced by the settings model).
 - task events and sent events: Flower shows queued, running and finished jobs.
-- ``broker_transport``: kombu's Redis transport with two delivery bugs fixed
-  (:mod:`cards.transport`): a worker no longer exits when Redis restarts, and
-  a message is never lost between its pop and its ``unacked`` record.
+- ``broker_transport``: kombu's Redis transport (or its Sentinel one, for
+  ``sentinel://`` URLs) as :mod:`cards.transport` changes it: a message is never
+  lost between its pop and its ``unacked`` record, a job from any producer is
+  taken at once, and a worker reconnects when Redis restarts or fails over.
 """
 
 from __future__ import annotations
@@ -23,29 +24,40 @@ from __future__ import annotations
 import ssl
 from urllib.parse import urlsplit
 
+from cards.redis_urls import celery_url_config
 from cards.settings import get_settings
 
 _settings = get_settings()
+_urls = celery_url_config(
+    _settings.celery_broker_url, _settings.result_backend_url, _settings.sentinel_master
+)
 
-broker_url = _settings.celery_broker_url
-# Our transport for redis:// and rediss:// URLs (an explicit transport wins over
-# the URL's scheme). See cards/transport.py for what it fixes and why.
-broker_transport = "cards.transport:Transport"
+broker_url: str = _urls["broker_url"]
+# Our transport (cards/transport.py says what it changes and why), for
+# redis://, rediss:// and sentinel:// URLs.
+broker_transport: str = _urls["broker_transport"]
 if urlsplit(broker_url).scheme == "rediss" and "ssl_cert_reqs" not in urlsplit(broker_url).query:
     # kombu gives a bare rediss:// URL this default only when it picks the
     # transport from the scheme itself; keep its behaviour with ours.
     broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_NONE}
-result_backend = _settings.result_backend_url
+result_backend: str = _urls["result_backend"]
 broker_connection_retry_on_startup = True
-broker_transport_options = {
+broker_transport_options: dict[str, object] = {
     "visibility_timeout": _settings.visibility_timeout_seconds,
     # kombu sweeps for abandoned jobs every interval x throttle seconds (100 s by
     # default); with throttle 1 the interval alone says how late a dead worker's
     # job can be redelivered beyond the visibility timeout.
     "unacked_restore_interval": _settings.unacked_restore_interval_seconds,
     "unacked_restore_throttle": 1,
+    "queue_watcher": _settings.queue_watcher,
+    **_urls["broker_transport_options"],
 }
-result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
+if "task_publish_retry_policy" in _urls:
+    task_publish_retry_policy = _urls["task_publish_retry_policy"]
+result_backend_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout_seconds,
+    **_urls["result_backend_transport_options"],
+}
 
 task_serializer = "json"
 result_serializer = "json"

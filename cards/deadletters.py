@@ -29,6 +29,7 @@ from typing import Any, Final
 import redis
 
 from cards.envelope import Envelope, ErrorKind
+from cards.redis_urls import redis_client
 from cards.settings import Settings
 
 __all__ = ["DeadLetter", "DeadLetterStore", "is_dead_letter"]
@@ -79,7 +80,7 @@ class DeadLetterStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> DeadLetterStore:
         return cls(
-            redis.Redis.from_url(settings.job_state_url),
+            redis_client(settings.job_state_url, settings.sentinel_master),
             ttl_seconds=settings.dead_letter_ttl_seconds,
             max_entries=settings.dead_letter_max_entries,
         )

@@ -37,6 +37,9 @@ from typing import Any, Final, TypedDict
 import redis
 from redis.typing import EncodableT, FieldT
 
+from cards.redis_urls import redis_client
+from cards.settings import get_settings
+
 __all__ = [
     "CallbackStatus",
     "DeliveryState",
@@ -94,7 +97,7 @@ class DeliveryStore:
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int) -> DeliveryStore:
-        return cls(redis.Redis.from_url(url), ttl_seconds)
+        return cls(redis_client(url, get_settings().sentinel_master), ttl_seconds)
 
     def mark_pending(self, job_id: str, now: float) -> None:
         """A delivery is queued; a record that already exists (a redelivered job) is kept."""

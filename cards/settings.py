@@ -123,6 +123,16 @@ class Settings(BaseSettings):
         default=None,
         description="Redis for per-job retry state; defaults to the broker URL.",
     )
+    sentinel_master: str = Field(
+        default="mymaster",
+        description="Name of the Redis master that the sentinels of sentinel:// URLs watch.",
+    )
+    queue_watcher: bool = Field(
+        default=True,
+        description="Wake a worker at once for a job from any producer (a BLMOVE watch per "
+        "queue list; needs Redis >= 6.2). Off: jobs not pushed by this project's previous "
+        "release wait up to 1 s.",
+    )
     queue: str = Field(default="cards", description="Queue that jobs are sent to.")
     bulk_queue: str = Field(
         default="cards.bulk",

@@ -1,65 +1,27 @@
-"""Our Redis broker transport: kombu's, with two delivery bugs fixed (issue 5, R1 and R2).
+"""Our Redis broker transport: kombu's, serving any Celery producer at once, losing nothing.
 
-``celeryconfig.broker_transport`` names :class:`Transport`, so every Celery app
-this project builds (workers and producers, see :mod:`cards.messaging`) uses it
-for ``redis://`` and ``rediss://`` broker URLs. Everything else is kombu's.
+``celeryconfig.broker_transport`` names :class:`Transport` (``redis://``,
+``rediss://``) or :class:`SentinelTransport` (``sentinel://``). Producers use
+kombu's code unchanged: a message is one ``LPUSH`` onto its queue list, from any
+Celery client in any language. Workers differ from kombu's in three ways:
 
-**R2: a worker exits when Redis restarts.** On a lost connection Celery
-(``celery/worker/consumer/consumer.py:476-487``) calls ``connection.collect()`` and
-then ``connection.close()``. Inside ``collect()`` every channel with a ``BRPOP`` in
-flight fails to close (``Channel.close`` reads that reply first,
-``kombu/transport/redis.py:1894``, and Redis is gone), and the first failure stops
-``Transport.close_connection`` (``kombu/transport/virtual/base.py:990``) from
-closing the rest; ``collect()`` then detaches the transport
-(``kombu/connection.py:429``: ``transport.client = None``). ``close()`` closes the
-default channel again: it drops its pools, and ``restore_unacked_once``
-(``kombu/transport/virtual/base.py:806``) asks for a new Redis client, so
-``_get_pool`` → ``_connparams`` reads ``self.connection.client.hostname``
-(``kombu/transport/redis.py:1959``) on ``None``: ``AttributeError``. Only
-connection and channel errors are ignored on that path
-(``kombu/connection.py:405``, ``kombu.common.ignore_errors``), so Celery logs
-"Unrecoverable error" and the worker exits. Fix: a channel whose transport was
-detached raises :class:`redis.exceptions.ConnectionError` instead (its connection
-*is* gone), which every cleanup path already ignores, and Celery reconnects with a
-new transport. The channel's unacknowledged messages stay in Redis' ``unacked``
-hash and come back after the visibility timeout, as after a crash.
+- **No message is ever popped outside the take script** (``lua/take.lua``), which
+  moves it from its queue into ``unacked`` in one atomic step: at every instant a
+  message is in its queue or in ``unacked``, so a SIGKILL or a lost Redis at any
+  moment loses nothing (kombu's ``BRPOP`` then ``QoS.append`` lost it in between).
+- **Waking up**: the event loop blocks (``BRPOP``) on a wake-up token list beside
+  each queue list (:func:`wake_key`). A :class:`~cards.queue_watcher.QueueWatcher`
+  thread per queue list blocks in ``BLMOVE key key RIGHT RIGHT`` (the message stays
+  put) and leaves a token when a message arrives, so a job from any producer is
+  taken within milliseconds; the take script leaves a token while a queue is not
+  empty. Without a watcher (lost connection) the 1 s ``BRPOP`` timeout still runs
+  the script: slower, never lost.
+- **A worker reconnects when Redis restarts**: a channel whose transport Celery has
+  detached raises a connection error instead of kombu's ``AttributeError``.
 
-**R1: a message is lost when its worker dies right after taking it.** kombu pops
-a message with ``BRPOP`` (``_brpop_start``/``_brpop_read``,
-``kombu/transport/redis.py:1459-1491``) and only then, in a second command, records
-it in ``unacked`` (``QoS.append``, ``kombu/transport/redis.py:476``, called from
-the delivery callback, ``kombu/transport/virtual/base.py:648``). A worker
-SIGKILLed between the two, or a Redis that goes away between them, loses the
-message: at most once in that window (celery/celery#4354, celery/kombu#305). Fix:
-workers never pop a message with ``BRPOP`` any more. Producers push, with each
-message and in the same ``MULTI``, a *wake-up token* onto a list beside its queue
-(:data:`WAKE_KEY_PREFIX`); workers ``BRPOP`` the tokens, and then take the message
-with a Lua script (:data:`POP_SCRIPT`) that pops it and records it in
-``unacked``/``unacked_index`` in one atomic step, exactly as ``QoS.append`` would
-have. Redis runs a script whole or not at all, and its append-only file logs it
-as one unit, so a message is always in its queue or in ``unacked``, never in
-neither. A lost token (a worker killed after popping one) loses nothing: an idle
-worker's ``BRPOP`` times out every ``brpop_timeout`` (1 s) and runs the script
-anyway, so an untokened message (also one sent by a producer without this
-transport) waits at most that long, and the script leaves a token behind while
-its queue is not empty. Spurious tokens only cost a wake-up: the script drops a
-queue's tokens whenever it empties the queue.
-
-Happy-path cost: the worker still makes two round trips per message (``BRPOP``,
-then the script instead of ``QoS.append``'s pipeline); the producer still makes
-one (a ``MULTI`` of two ``LPUSH``es instead of one ``LPUSH``).
-
-Targets kombu 5.7 with redis-py >= 6.1 (the versions in ``uv.lock``). It replaces
-private kombu methods, so :func:`check_kombu_internals` runs at import and fails
-loudly, naming what changed, if kombu's version or those methods are not what this
-module was written against; ``tests/integration/test_transport.py`` covers both fixes.
-
-Parameters:
-    WAKE_KEY_PREFIX: the wake-up token list of a queue's Redis list ``K`` is
-        ``WAKE_KEY_PREFIX + K`` (one list per queue and priority step).
-    WAKE_TOKEN: what a token holds (its value is never read).
-    SUPPORTED_KOMBU: the kombu release series (major, minor) this module was
-        written and tested against.
+Why and the history: RELIABILITY.md. Targets kombu 5.7 (``uv.lock``);
+:func:`check_kombu_internals` runs at import and names any private kombu method that
+changed. Needs Redis >= 6.2 (``BLMOVE``).
 """
 
 from __future__ import annotations
@@ -67,6 +29,7 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 from collections.abc import Sequence
+from pathlib import Path
 from queue import Empty
 from time import monotonic, time
 from typing import Any
@@ -75,97 +38,46 @@ import redis
 from kombu.transport import redis as _kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import dumps, loads
+from kombu.utils.json import loads
+
+from cards.queue_watcher import QueueWatcher
 
 __all__ = [
-    "POP_SCRIPT",
     "SUPPORTED_KOMBU",
+    "TAKE_SCRIPT",
     "WAKE_KEY_PREFIX",
+    "WAKE_SCRIPT",
     "Channel",
     "QoS",
+    "SentinelChannel",
+    "SentinelTransport",
     "Transport",
     "check_kombu_internals",
     "wake_key",
 ]
 
 WAKE_KEY_PREFIX = "_cards.wake."
-WAKE_TOKEN = "1"  # noqa: S105 - not a secret
 SUPPORTED_KOMBU = (5, 7)
+
+_LUA = Path(__file__).with_name("lua")
+#: Takes a message into ``unacked`` atomically (see the file's header).
+TAKE_SCRIPT = (_LUA / "take.lua").read_text(encoding="utf-8")
+#: Leaves one wake-up token beside a queue list that holds a message.
+WAKE_SCRIPT = (_LUA / "wake.lua").read_text(encoding="utf-8")
 
 #: The typing stubs cover kombu's public API only; this module uses the private
 #: methods of its Redis channel (checked at import by check_kombu_internals).
 kombu_redis: Any = _kombu_redis
 
-#: Pop the first message of the first non-empty queue and, atomically, record it
-#: in ``unacked`` the way ``kombu.transport.redis.QoS.append`` does (the stored
-#: value is ``[message, exchange, routing_key]`` as JSON; the raw message text is
-#: embedded unchanged, never re-encoded).
-#:
-#: KEYS: unacked hash, unacked index, then n queue lists, then their n token lists.
-#: ARGV: the score (the worker's ``time()``), n, then n flags: "1" to record the
-#: message taken from that queue (a consumer that acks), "0" not to.
-#: Returns false, or {index of the queue (1-based), message, 1 if recorded else 0}.
-#: Tokens: dropped when the queue is empty; one left while it is not, so that
-#: messages without a token (lost, or from a producer without this transport) do
-#: not wait for a ``BRPOP`` timeout each.
-#: A message without a delivery tag, exchange and routing key is returned
-#: unrecorded; ``QoS.append`` then handles it as kombu always did.
-POP_SCRIPT = """
-local n = tonumber(ARGV[2])
-local function json_text(value)
-  if type(value) == 'string' then return cjson.encode(value) end
-  if value == cjson.null then return 'null' end
-  return nil
-end
-for i = 1, n do
-  local queue = KEYS[2 + i]
-  local item = redis.call('RPOP', queue)
-  if item then
-    local tokens = KEYS[2 + n + i]
-    if redis.call('LLEN', queue) == 0 then
-      redis.call('DEL', tokens)
-    elseif redis.call('LLEN', tokens) == 0 then
-      redis.call('LPUSH', tokens, '1')
-    end
-    if ARGV[2 + i] ~= '1' then return {i, item, 0} end
-    local ok, message = pcall(cjson.decode, item)
-    if not ok or type(message) ~= 'table' or type(message.properties) ~= 'table' then
-      return {i, item, 0}
-    end
-    local tag = message.properties.delivery_tag
-    local info = message.properties.delivery_info
-    if type(tag) ~= 'string' or type(info) ~= 'table' then return {i, item, 0} end
-    local exchange, routing_key = json_text(info.exchange), json_text(info.routing_key)
-    if exchange == nil or routing_key == nil then return {i, item, 0} end
-    redis.call('ZADD', KEYS[2], ARGV[1], tag)
-    redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. exchange .. ',' .. routing_key .. ']')
-    return {i, item, 1}
-  end
-end
-for i = 1, n do
-  redis.call('DEL', KEYS[2 + n + i])
-end
-return false
-"""
-
 #: kombu methods this module replaces or relies on, with the parameters it expects.
 _EXPECTED_SIGNATURES: dict[str, tuple[str, ...]] = {
     "Channel._brpop_start": ("self", "timeout"),
     "Channel._brpop_read": ("self", "options"),
-    "Channel._put": ("self", "queue", "message", "kwargs"),
-    "Channel._purge": ("self", "queue"),
-    "Channel._do_restore_message": (
-        "self",
-        "payload",
-        "exchange",
-        "routing_key",
-        "pipe",
-        "leftmost",
-    ),
     "Channel._connparams": ("self", "asynchronous"),
+    "Channel._get_pool": ("self", "asynchronous"),
+    "Channel._disconnect_pools": ("self",),
     "Channel._flush_brpop_reauth": ("self",),
     "Channel._q_for_pri": ("self", "queue", "pri"),
-    "Channel._get_message_priority": ("self", "message", "reverse"),
     "Channel.basic_consume": ("self", "queue", "args", "kwargs"),
     "Channel.conn_or_acquire": ("self", "client"),
     "QoS.append": ("self", "message", "delivery_tag"),
@@ -208,10 +120,10 @@ def wake_key(queue_key: str) -> str:
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]
-    """kombu's QoS, minus the ``unacked`` write for messages the pop script recorded."""
+    """kombu's QoS, minus the ``unacked`` write for messages the take script recorded."""
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        recorded: set[str] = self.channel._recorded_by_pop
+        recorded: set[str] = self.channel._recorded_by_take
         if delivery_tag in recorded:
             recorded.discard(delivery_tag)
             # In-memory bookkeeping only (prefetch count, restore at shutdown).
@@ -220,22 +132,46 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         super().append(message, delivery_tag)
 
 
-class Channel(kombu_redis.Channel):  # type: ignore[misc]
-    """kombu's Redis channel with the atomic pop and the detached-transport guard."""
+class ReliableConsuming:
+    """What our channels change in kombu's Redis channel (mixed into both kinds).
 
-    QoS = QoS
+    Transport option ``queue_watcher`` (default true): false runs no watcher, so a
+    message whose producer pushed no token waits for the 1 s ``BRPOP`` timeout.
+    """
+
+    queue_watcher = True
+
+    # Set by kombu's Channel; declared here for the type checker.
+    _in_poll: Any
+    _brpop_sent_at: float | None
+    _closing: bool
+    _queue_cycle: Any
+    active_queues: Any
+    brpop_timeout: float
+    priority_steps: Any
+    ack_emulation: bool
+    unacked_key: str
+    unacked_index_key: str
+    connection: Any
+    connection_errors: tuple[type[BaseException], ...]
+    client: Any
+    global_keyprefix: str
+    max_connections: int | None
+    _sentinel_manager: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Set before kombu's __init__, which already talks to Redis.
-        self._recorded_by_pop: set[str] = set()
+        self._recorded_by_take: set[str] = set()
         self._no_ack_queues: set[str] = set()
-        self._pop_keys: list[tuple[str, str]] = []
+        self._take_keys: list[tuple[str, str]] = []
+        self._watcher: QueueWatcher | None = None
         super().__init__(*args, **kwargs)
         if self.global_keyprefix:
             raise RuntimeError("cards.transport does not support global_keyprefix")
-        self._pop_script = self.client.register_script(POP_SCRIPT)
+        self._take_script = self.client.register_script(TAKE_SCRIPT)
+        self._wake_script = self.client.register_script(WAKE_SCRIPT)
 
-    # ------------------------------------------------------------------ R2
+    # ------------------------------------------------------------------ reconnects
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         transport = self.connection
@@ -246,53 +182,41 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             raise redis.exceptions.ConnectionError(
                 "the broker connection of this channel was closed"
             )
-        params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)
+        params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
         return params
 
-    # ------------------------------------------------------------------ R1, producer side
+    def _disconnect_pools(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+        super()._disconnect_pools()  # type: ignore[misc]
 
-    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        """Push the message and its wake-up token in one ``MULTI`` (one round trip)."""
-        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
-        publish_batch = kwargs.get("_publish_batch")
-        if publish_batch is not None:
-            super()._put(queue, message, **kwargs)  # adds the message's LPUSH to the batch
-            publish_batch.add("lpush", wake_key(key), WAKE_TOKEN)
-            return
-        with self.conn_or_acquire() as client, client.pipeline() as pipe:
-            pipe.lpush(key, dumps(message))
-            pipe.lpush(wake_key(key), WAKE_TOKEN)
-            if self._expires and queue in self._expires:
-                for pri in self.priority_steps:
-                    pipe.pexpire(self._q_for_pri(queue, pri), self._expires[queue])
-            pipe.execute()
+    # ------------------------------------------------------------------ waking up
 
-    def _do_restore_message(
-        self,
-        payload: dict[str, Any],
-        exchange: str,
-        routing_key: str,
-        pipe: Any,
-        leftmost: bool = False,
-    ) -> None:
-        """Requeue as kombu does, with a token, so that a waiting worker wakes up."""
-        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
-        try:
-            pri = self._get_message_priority(payload, reverse=False)
-            for queue in self._lookup(exchange, routing_key):
-                pipe.lpush(wake_key(self._q_for_pri(queue, pri)), WAKE_TOKEN)
-        except self.connection_errors:
-            raise
-        except Exception:  # noqa: S110 - kombu logged it; without a token it still comes back
-            pass
+    def _start_watcher(self) -> QueueWatcher | None:
+        """The watcher, started on first use with a connection pool of its own."""
+        if self._watcher is None and self.queue_watcher and not self._closing:
+            # kombu's pool factory, without the connection limit (the watcher holds
+            # one connection per list) and keeping the channel's own Sentinel manager.
+            limit, manager = self.max_connections, self._sentinel_manager
+            self.max_connections = None
+            try:
+                pool = self._get_pool()  # type: ignore[attr-defined]
+            except self.connection_errors:
+                return None  # the event loop reconnects; the next poll tries again
+            finally:
+                self.max_connections = limit
+                watcher_manager, self._sentinel_manager = self._sentinel_manager, manager
+            self._watcher = QueueWatcher(
+                pool,
+                self._wake,
+                timeout=self.brpop_timeout,
+                on_stop=getattr(watcher_manager, "close", None),
+            )
+        return self._watcher
 
-    def _purge(self, queue: str) -> int:
-        count: int = super()._purge(queue)
-        with self.conn_or_acquire() as client:
-            client.delete(*(wake_key(self._q_for_pri(queue, p)) for p in self.priority_steps))
-        return count
-
-    # ------------------------------------------------------------------ R1, worker side
+    def _wake(self, client: redis.Redis, queue_key: str) -> None:
+        self._wake_script(keys=[queue_key, wake_key(queue_key)], client=client)
 
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         # A no_ack consumer never calls QoS.append: the script must not record its
@@ -302,27 +226,36 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._no_ack_queues.add(queue)
         else:
             self._no_ack_queues.discard(queue)
-        return super().basic_consume(queue, *args, **kwargs)
+        return super().basic_consume(queue, *args, **kwargs)  # type: ignore[misc]
 
     def _brpop_start(self, timeout: float | None = None) -> None:
-        """``BRPOP`` the active queues' token lists (kombu: the queues themselves)."""
+        """``BRPOP`` the active queues' token lists (kombu: the queues themselves);
+        the watcher makes sure a message on any of the queues leaves a token."""
         if timeout is None:
             timeout = self.brpop_timeout
         queues = self._queue_cycle.consume(len(self.active_queues))
+        watcher = self._start_watcher()
         if not queues:
+            if watcher is not None:
+                watcher.watch(())
             return
         # Same order as kombu's BRPOP keys: by priority step, then queue cycle.
-        self._pop_keys = [
-            (queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps for queue in queues
+        self._take_keys = [
+            (queue, self._q_for_pri(queue, pri))  # type: ignore[attr-defined]
+            for pri in self.priority_steps
+            for queue in queues
         ]
-        keys = [wake_key(key) for _, key in self._pop_keys]
+        if watcher is not None:
+            watcher.watch(key for _, key in self._take_keys)
+            watcher.arm()  # only now: this channel can take another message
+        keys = [wake_key(key) for _, key in self._take_keys]
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
         self.client.connection.send_command("BRPOP", *keys, timeout or 0)
 
     def _brpop_read(self, **options: Any) -> bool:
         """Read the ``BRPOP`` reply (a token, or nothing after the timeout), then take
-        the next message with the pop script: after a timeout it finds messages
+        the next message with the take script: after a timeout it finds messages
         whose token was lost."""
         try:
             try:
@@ -333,41 +266,55 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 raise
         finally:
             self._in_poll = None
-            self._flush_brpop_reauth()
+            self._flush_brpop_reauth()  # type: ignore[attr-defined]
         if self._closing:
             # Channel.close reads the pending reply; taking a message now would
             # only move it to ``unacked`` for nobody.
             raise Empty()
-        return self._pop_and_deliver(self._pop_keys)
+        return self._take_and_deliver(self._take_keys)
 
-    def _pop_and_deliver(self, pop_keys: Sequence[tuple[str, str]]) -> bool:
-        if not pop_keys:
+    def _take_and_deliver(self, take_keys: Sequence[tuple[str, str]]) -> bool:
+        if not take_keys:
             raise Empty()
         record = self.ack_emulation
         flags = [
-            "0" if not record or queue in self._no_ack_queues else "1" for queue, _ in pop_keys
+            "0" if not record or queue in self._no_ack_queues else "1" for queue, _ in take_keys
         ]
         keys = [self.unacked_key, self.unacked_index_key]
-        keys += [key for _, key in pop_keys] + [wake_key(key) for _, key in pop_keys]
-        with self.conn_or_acquire() as client:
-            reply = self._pop_script(
-                keys=keys, args=[repr(time()), len(pop_keys), *flags], client=client
+        keys += [key for _, key in take_keys] + [wake_key(key) for _, key in take_keys]
+        with self.conn_or_acquire() as client:  # type: ignore[attr-defined]
+            reply = self._take_script(
+                keys=keys, args=[repr(time()), len(take_keys), *flags], client=client
             )
         if not reply:
             raise Empty()
         index, item, recorded = reply
-        queue = pop_keys[int(index) - 1][0]
+        queue = take_keys[int(index) - 1][0]
         payload = loads(bytes_to_str(item))
         tag = payload["properties"]["delivery_tag"] if int(recorded) else None
         if tag is not None:
-            self._recorded_by_pop.add(tag)  # QoS.append, called by _deliver, skips its write
+            self._recorded_by_take.add(tag)  # QoS.append, called by _deliver, skips its write
         self._queue_cycle.rotate(queue)
         try:
             self.connection._deliver(payload, queue)
         finally:
             if tag is not None:
-                self._recorded_by_pop.discard(tag)
+                self._recorded_by_take.discard(tag)
         return True
+
+
+class Channel(ReliableConsuming, kombu_redis.Channel):  # type: ignore[misc]
+    """kombu's Redis channel, consuming with the take script and the watcher."""
+
+    QoS = QoS
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "queue_watcher")
+
+
+class SentinelChannel(ReliableConsuming, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """kombu's Sentinel channel, consuming as :class:`Channel` does."""
+
+    QoS = QoS
+    from_transport_options = (*kombu_redis.SentinelChannel.from_transport_options, "queue_watcher")
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
@@ -379,5 +326,25 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
         if getattr(client, "alt", None):
             # kombu's failover (Connection.switch) re-reads the transport from the
             # URL scheme and would silently drop this one.
-            raise RuntimeError("cards.transport does not support failover broker URLs")
+            raise RuntimeError(
+                "cards.transport does not support failover broker URLs (a;b): "
+                "for Redis high availability use sentinel:// URLs"
+            )
+        super().__init__(client, **kwargs)
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+    """kombu's Sentinel transport with :class:`SentinelChannel`.
+
+    kombu reads the ``;``-separated sentinels of the URL as failover URLs too: on a
+    connection error ``Connection.switch`` would move to the next one and swap in
+    kombu's own transport (by the URL's scheme). With Sentinel the sentinels are
+    the failover (every reconnect asks them for the master), so that switch is
+    turned off; the channel still reads the sentinels from ``client.alt``.
+    """
+
+    Channel = SentinelChannel
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        client.cycle = None
         super().__init__(client, **kwargs)

@@ -22,6 +22,8 @@ import redis
 from celery import Celery
 
 from cards.messaging import celery_app
+from cards.redis_urls import celery_url_config
+from cards.settings import get_settings
 
 __all__ = [
     "BULK_POOL",
@@ -45,9 +47,13 @@ BULK_POOL = ("-P", "prefork")
 
 
 def client_app(broker_url: str, backend_url: str | None = None) -> Celery:
-    """A producer-side Celery app with the project's configuration, on another broker."""
+    """A producer-side Celery app with the project's configuration, on another broker
+    (``redis://`` or ``sentinel://``)."""
     app = celery_app("cards-client")
-    app.conf.update(broker_url=broker_url, result_backend=backend_url or broker_url)
+    urls = celery_url_config(broker_url, backend_url or broker_url, get_settings().sentinel_master)
+    for options in ("broker_transport_options", "result_backend_transport_options"):
+        urls[options] = {**app.conf[options], **urls[options]}
+    app.conf.update(urls)
     return app
 
 

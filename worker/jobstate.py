@@ -13,7 +13,8 @@ from typing import Final
 
 import redis
 
-from cards.settings import IDEMPOTENCY_KEY_LIFETIME_SECONDS
+from cards.redis_urls import redis_client
+from cards.settings import IDEMPOTENCY_KEY_LIFETIME_SECONDS, get_settings
 
 __all__ = ["AttemptState", "JobStateStore"]
 
@@ -38,7 +39,7 @@ class JobStateStore:
 
     @classmethod
     def from_url(cls, url: str) -> JobStateStore:
-        return cls(redis.Redis.from_url(url))
+        return cls(redis_client(url, get_settings().sentinel_master))
 
     def begin_attempt(self, job_id: str, now: float) -> AttemptState:
         """Count a new attempt and read the state, in one round trip."""

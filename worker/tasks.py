@@ -27,6 +27,7 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 from cards.deadletters import DeadLetter, DeadLetterStore, is_dead_letter
 from cards.envelope import Envelope
 from cards.jobs import TASK_NAME, SetDefaultCardJob, validate_job
+from cards.redis_urls import redis_client
 from cards.settings import get_settings
 from worker.app import app
 from worker.callbacks import enqueue_delivery
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 def runner() -> SetDefaultCardRunner:
     """This process's runner, built after fork: sockets must not cross a fork."""
     settings = get_settings()
-    client = redis.Redis.from_url(settings.job_state_url)
+    client = redis_client(settings.job_state_url, settings.sentinel_master)
     rates = settings.rate_table
     limiter = (
         RedisRateLimiter(

@@ -70,6 +70,14 @@ worker's jobs and locks come back quickly):
   gets SIGTERM (alternately its main process only, as `docker stop` and
   Kubernetes do, and its whole process group, as systemd does) while its
   replacement boots; the old one must finish and exit 0 by itself.
+- **R6**: Redis Sentinel: a master, a replica and three sentinels
+  (`redis-server --sentinel`, quorum 2, master down after 1 s), broker, result
+  backend and job state all on `sentinel://` URLs; 2 workers, a producer at a
+  steady rate. Halfway through, the master gets SIGKILL; the sentinels promote
+  the replica and everything must follow by itself. Jobs the failover lost to
+  asynchronous replication (sent, acknowledged, then nowhere) are counted
+  (`lost_to_replication`) and sent again under the same job id, as a producer
+  does with a job that has no result.
 
 `make test` runs the same scenarios at CI size (`tests/chaos/test_chaos.py`,
 marker `chaos`); `make chaos` runs the full sizes and rewrites the latest run

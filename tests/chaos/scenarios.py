@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from harness.chaos import (
 )
 from harness.processes import CeleryWorker, client_app, start_worker, wait_for
 from harness.receiver import run_receiver
+from harness.sentinel import SentinelCluster, run_sentinel_cluster
 from producers import enqueue_set_default_card, get_callback_status, verify_callback
 from stripe_emulator.process import EmulatorProcess, run_emulator
 from tests.integration.conftest import (
@@ -95,7 +96,7 @@ class Outcome:
 
 @dataclass
 class Stack:
-    redis: RestartableRedis
+    redis: RestartableRedis | SentinelCluster
     emulator: EmulatorProcess
     app: Celery
     logs: Path
@@ -156,13 +157,21 @@ def stack(
     jitter_ms: float,
     fsync: str = "everysec",
     concurrency: int | None = None,
+    sentinel: bool = False,
     **overrides: str,
 ) -> Iterator[Stack]:
+    """Redis (or, with ``sentinel``, a master, a replica and three sentinels), the
+    emulator, and the settings workers get; the scenario starts the workers."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    broker: AbstractContextManager[RestartableRedis | SentinelCluster] = (
+        run_sentinel_cluster(workdir / "sentinel")
+        if sentinel
+        else run_restartable_redis(workdir / "redis", fsync=fsync)
+    )
     with (
         (logs / "emulator.log").open("ab") as emulator_log,
-        run_restartable_redis(workdir / "redis", fsync=fsync) as server,
+        broker as server,
         run_emulator(
             api_key=API_KEY,
             latency_ms=latency_ms,
@@ -711,12 +720,66 @@ def r5_sigterm_deploys(
     return outcome
 
 
+# --------------------------------------------------------------------------- R6
+
+
+def r6_sentinel_failover(workdir: Path, *, jobs: int, rate: float, timeout: float = 300) -> Outcome:
+    """SIGKILL the master of a Sentinel deployment (one replica, three sentinels)
+    mid-batch while a producer keeps sending at ``rate`` jobs/s; workers and
+    producer follow the failover by themselves.
+
+    Replication is asynchronous: a job the old master acknowledged but had not yet
+    sent to its replica is gone after the failover. Those are counted
+    (``lost_to_replication``), then re-sent under the same job id, as a producer
+    does with a job that has no result (``cards migrate resume`` for a migration);
+    their idempotency keys make that safe. The outcome counts what is lost after.
+    """
+    outcome = Outcome(
+        "R6",
+        "Sentinel failover mid-batch (SIGKILL the master)",
+        f"{jobs} jobs sent at {rate:.0f}/s, 1 master, 1 replica, 3 sentinels",
+    )
+    with stack(workdir, latency_ms=10, jitter_ms=10, sentinel=True, **chaos_env()) as running:
+        cluster = running.redis
+        assert isinstance(cluster, SentinelCluster)
+        pairs = seed(running.emulator, jobs)
+        running.start_all(["r6-a", "r6-b"])
+        started = time.monotonic()
+        with PacedProducer(running, pairs, rate) as producer:
+            producer.wait_sent(jobs / 2, timeout)
+            old_master = cluster.kill_master()
+            failover_s = cluster.wait_for_failover(old_master)
+        sent, errors = producer.sent, producer.errors
+        envelopes = running.wait_for_envelopes(list(sent), timeout)
+        unfinished = {job_id: sent[job_id] for job_id in sent if job_id not in envelopes}
+        client = cluster.client()
+        gone = [j for j in unfinished if nowhere(client, [j], get_settings().queue)]
+        for job_id in gone:
+            customer, target = unfinished[job_id]
+            enqueue_set_default_card(customer, target, job_id=job_id, app=running.app)
+        if gone:
+            envelopes.update(running.wait_for_envelopes(gone, timeout))
+        outcome.duration_s = time.monotonic() - started
+        outcome.facts["failover_s"] = round(failover_s, 2)
+        outcome.facts["lost_to_replication"] = len(gone)
+        outcome.facts["resent"] = len(gone)
+        outcome.facts["enqueue_errors"] = len(errors)
+        outcome.facts["workers_alive"] = all(w.alive for w in running.workers.values())
+        judge(outcome, running, sent, envelopes)
+        if errors:
+            outcome.problems.append(f"{len(errors)} enqueues failed: {errors[:3]}")
+        if not outcome.facts["workers_alive"]:
+            outcome.problems.append("a worker exited instead of following the failover")
+    return outcome
+
+
 SCENARIOS: dict[str, Callable[..., Outcome]] = {
     "R1": r1_kill_workers,
     "R2": r2_restart_redis,
     "R3": r3_stripe_faults,
     "R4": r4_receiver_down,
     "R5": r5_sigterm_deploys,
+    "R6": r6_sentinel_failover,
 }
 
 
@@ -748,6 +811,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "R3": {"jobs": 200},
         "R4": {"jobs": 60, "down_seconds": 5},
         "R5": {"jobs": 300, "rate": 20, "deploy_every": 3.0, "latency_ms": 200},
+        "R6": {"jobs": 200, "rate": 50},
     },
     "full": {
         "R1": {"jobs": 2000, "kill_every": 2.0, "latency_ms": 30},
@@ -755,5 +819,6 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "R3": {"jobs": 2000},
         "R4": {"jobs": 300, "down_seconds": 30},
         "R5": {"jobs": 2000, "rate": 50, "deploy_every": 4.0, "latency_ms": 60},
+        "R6": {"jobs": 2000, "rate": 100},
     },
 }

@@ -1,5 +1,6 @@
 """cards.transport against a real private redis-server: both kombu bugs it fixes,
-reproduced deterministically with kombu's own transport, and shown fixed with ours.
+reproduced deterministically with kombu's own transport, and shown fixed with ours;
+and its watcher, which wakes a worker for a message from any producer.
 
 - R2: after Celery's reaction to a lost connection (``collect()`` then ``close()``)
   kombu's channel raises ``AttributeError`` on ``connection.client`` being ``None``,
@@ -11,8 +12,12 @@ reproduced deterministically with kombu's own transport, and shown fixed with ou
 
 from __future__ import annotations
 
+import contextlib
 import json
+import statistics
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from queue import Empty
@@ -24,6 +29,8 @@ from kombu import Connection, Exchange, Queue
 
 from cards.transport import WAKE_KEY_PREFIX, Channel, check_kombu_internals
 from harness.chaos import RestartableRedis, run_restartable_redis
+from harness.processes import wait_for
+from harness.queues import raw_task_message
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -180,9 +187,8 @@ def test_kombu_transport_loses_a_message_popped_by_a_dying_worker(
 def test_our_transport_keeps_a_message_whose_worker_died_after_brpop(
     server: RestartableRedis,
 ) -> None:
-    """Ours: the worker popped only a wake-up token. The message stays queued, and
-    another worker takes it although no token is left for it (BRPOP times out,
-    then the pop script runs)."""
+    """Ours: the worker popped only a wake-up token (its watcher left it for the
+    message). The message stays queued, and another worker takes it."""
     with connect(server, OURS) as producer:
         publish(producer, {"job": 3})
     with connect(server, OURS) as worker:
@@ -197,8 +203,8 @@ def test_our_transport_keeps_a_message_whose_worker_died_after_brpop(
 
 
 def test_messages_without_tokens_are_not_slowed_down(server: RestartableRedis) -> None:
-    """Messages from a producer without our transport (no tokens): the first waits for
-    one BRPOP timeout (1 s), the rest follow at once on the token the pop leaves."""
+    """Messages from a producer without our transport: taken at once (the watcher
+    wakes the worker; the take script leaves a token for the rest of the backlog)."""
     with connect(server, KOMBUS) as producer:
         for n in range(10):
             publish(producer, {"job": n})
@@ -237,7 +243,7 @@ def test_the_pop_records_the_message_in_unacked_atomically(server: RestartableRe
     client.zadd("unacked_index", {tag: 0})
     with connect(server, OURS) as other:
         other.default_channel.qos.restore_visible(start=0, num=10, interval=1)
-        assert client.llen(WAKE_KEY_PREFIX + QUEUE) == 1  # restored with a token
+        assert client.llen(QUEUE) == 1
         message = consume_one(other)
         assert message.payload == {"job": 4}
     assert unacked_tags(client) == set()
@@ -249,7 +255,7 @@ def test_acked_messages_leave_nothing_behind(server: RestartableRedis) -> None:
         for n in range(20):
             publish(producer, {"job": n})
     client = server.client()
-    assert client.llen(WAKE_KEY_PREFIX + QUEUE) == 20
+    assert client.exists(WAKE_KEY_PREFIX + QUEUE) == 0  # producers push kombu's LPUSH only
     with connect(server, OURS) as worker:
         assert [consume_one(worker).payload["job"] for _ in range(20)] == list(range(20))
         with pytest.raises((Empty, TimeoutError)):
@@ -275,3 +281,136 @@ def test_no_ack_consumers_are_not_recorded(server: RestartableRedis) -> None:
 
 def test_kombu_internals_are_the_ones_patched() -> None:
     check_kombu_internals()
+
+
+# --------------------------------------------------------------------------- waking up
+
+
+def watchers_blocked(client: redis.Redis) -> int:
+    """Connections blocked in the watcher's ``BLMOVE`` (one per watched list)."""
+    return sum(
+        1
+        for entry in client.client_list()
+        if entry.get("cmd") == "blmove" and "b" in entry.get("flags", "")
+    )
+
+
+def delivery_latencies(
+    server: RestartableRedis, queues: list[str], push: Any, rounds: int
+) -> list[float]:
+    """Seconds from each ``push(n)`` to its delivery, to a consumer of ``queues`` that
+    is idle (blocked) when the message arrives. Each round waits on conditions: the
+    watcher blocked on every list, then the message delivered."""
+    client = server.client()
+    received: list[tuple[int, float]] = []
+    latencies: list[float] = []
+    with connect(server, OURS) as worker:
+        consumers = [
+            worker.Consumer(
+                Queue(name, Exchange(name), routing_key=name),
+                callbacks=[
+                    lambda body, message: (received.append((body, time.monotonic())), message.ack())
+                ],
+                accept=["json"],
+            )
+            for name in queues
+        ]
+        for consumer in consumers:
+            consumer.consume()
+        stop = threading.Event()
+
+        def drain() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError, Empty):
+                    worker.drain_events(timeout=0.2)
+
+        watched = 4 * len(queues)  # every priority step of every queue
+        thread = threading.Thread(target=drain)
+        thread.start()
+        try:
+            for n in range(rounds):
+                wait_for(lambda: watchers_blocked(client) >= watched, 10, "watchers blocked")
+                began = time.monotonic()
+                push(n)
+                wait_for(lambda n=n: any(body == n for body, _ in received), 10, f"message {n}")
+                latencies.append(next(at for body, at in received if body == n) - began)
+        finally:
+            stop.set()
+            thread.join(5)
+            for consumer in consumers:
+                consumer.cancel()
+    return latencies
+
+
+def report(what: str, latencies: list[float]) -> float:
+    p50 = statistics.median(latencies)
+    print(
+        f"{what}: p50 {p50 * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms, n={len(latencies)}"
+    )
+    return p50
+
+
+def raw_lpush(client: redis.Redis, queue: str, body: int, priority: int = 0) -> None:
+    """A kombu-format JSON message carrying ``body``, pushed with one LPUSH."""
+    message = json.loads(raw_task_message("t", {}, str(uuid.uuid4()), queue, priority=priority))
+    message["body"] = json.dumps(body)
+    message["body_encoding"] = None
+    message["properties"]["body_encoding"] = "utf-8"
+    key = queue if not priority else f"{queue}\x06\x16{priority}"
+    client.lpush(key, json.dumps(message))
+
+
+def test_a_raw_lpush_wakes_an_idle_worker_at_once(server: RestartableRedis) -> None:
+    """No token, no kombu: one LPUSH from outside is taken well before the 1 s poll."""
+    client = server.client()
+    latencies = delivery_latencies(server, [QUEUE], lambda n: raw_lpush(client, QUEUE, n), 10)
+    assert report("raw LPUSH, in process", latencies) < 0.5
+    assert unacked_tags(client) == set()
+
+
+def test_a_worker_on_several_queues_is_woken_by_each(server: RestartableRedis) -> None:
+    """``-Q a,b``: a message on either queue, and at any priority, wakes the worker."""
+    client = server.client()
+    pushes = [
+        lambda n: raw_lpush(client, QUEUE, n),
+        lambda n: raw_lpush(client, "t-bulk", n),
+        lambda n: raw_lpush(client, "t-bulk", n, priority=9),
+    ]
+    latencies = delivery_latencies(server, [QUEUE, "t-bulk"], lambda n: pushes[n % 3](n), 9)
+    assert report("two queues and a priority", latencies) < 0.5
+
+
+def test_the_watcher_reconnects_when_its_connections_are_cut(server: RestartableRedis) -> None:
+    """A watcher whose blocked connections are killed (a proxy, a failover) opens new
+    ones by itself, and wakes the worker at once again."""
+    client = server.client()
+
+    def push(n: int) -> None:
+        if n == 2:
+            for entry in client.client_list():
+                if entry.get("cmd") == "blmove":
+                    client.client_kill_filter(_id=entry["id"])
+            wait_for(lambda: watchers_blocked(client) >= 4, 15, "watchers back")
+        raw_lpush(client, QUEUE, n)
+
+    latencies = delivery_latencies(server, [QUEUE], push, 6)
+    assert report("after its connections were cut", latencies[3:]) < 0.5
+    assert client.llen(QUEUE) == 0
+
+
+def test_the_watcher_leaves_every_message_in_its_queue(server: RestartableRedis) -> None:
+    """While its worker takes nothing, the watcher wakes it once and leaves the
+    queue as it was: same messages, same order, one token, nothing in ``unacked``."""
+    client = server.client()
+    for n in range(5):
+        raw_lpush(client, QUEUE, n)
+    before = client.lrange(QUEUE, 0, -1)
+    with connect(server, OURS) as worker:
+        channel = worker.default_channel
+        with worker.Consumer(Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)):
+            channel._start_watcher().watch([QUEUE])  # watch, without ever taking
+            wait_for(lambda: client.llen(WAKE_KEY_PREFIX + QUEUE) == 1, 5, "a token")
+            wait_for(lambda: watchers_blocked(client) == 0, 5, "the watcher disarmed")
+    assert client.lrange(QUEUE, 0, -1) == before
+    assert client.llen(WAKE_KEY_PREFIX + QUEUE) == 1
+    assert unacked_tags(client) == set()

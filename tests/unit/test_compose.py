@@ -1,4 +1,5 @@
-"""docker-compose.yml: valid for Docker Compose, and its commands exist in this project."""
+"""docker-compose.yml (and its Sentinel variant): valid for Docker Compose, and its commands
+exist in this project."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+SENTINEL_COMPOSE = ROOT / "docker-compose.sentinel.yml"
 
 
 def services() -> dict[str, Any]:
@@ -24,7 +26,7 @@ def command_words(service: dict[str, Any]) -> str:
     return command if isinstance(command, str) else " ".join(command)
 
 
-def test_compose_validates_with_docker_compose() -> None:
+def compose_config(*files: Path, quiet: bool = True) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is needed (Debian package docker-compose; .ci/run installs it)"
     env = {
@@ -33,10 +35,30 @@ def test_compose_validates_with_docker_compose() -> None:
         "CARDS_FLOWER_BASIC_AUTH": "admin:x",
         "CARDS_GATEWAY_API_KEYS": "x" * 16,
     }
-    done = subprocess.run(
-        [binary, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True
+    args = [arg for file in files for arg in ("-f", str(file))]
+    return subprocess.run(
+        [binary, *args, "config", *(["-q"] if quiet else [])],
+        env=env,
+        capture_output=True,
+        text=True,
     )
+
+
+def test_compose_validates_with_docker_compose() -> None:
+    done = compose_config(COMPOSE)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_sentinel_variant_validates_and_points_every_app_at_the_sentinels() -> None:
+    done = compose_config(COMPOSE, SENTINEL_COMPOSE, quiet=False)
+    assert done.returncode == 0, done.stderr
+    merged = yaml.safe_load(done.stdout)["services"]
+    assert {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"} <= set(merged)
+    assert "--sentinel" in command_words(merged["sentinel-1"])
+    for name in ("worker", "worker-bulk", "flower", "gateway"):
+        environment = merged[name]["environment"]
+        for variable in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+            assert environment[variable].count("sentinel://") == 3, (name, variable)
 
 
 def test_redis_keeps_an_append_only_file_and_needs_a_password() -> None:
