@@ -51,6 +51,9 @@ def message_problem(headers: Mapping[str, Any], payload: object) -> str | None:
         return "kwargs must be a JSON object of named fields"
     if not all(isinstance(key, str) for key in kwargs):
         return "kwargs must have string keys"
+    if "self" in kwargs:
+        # Tasks are bound: Celery would fail the call before the job is validated.
+        return "kwargs must not name a field 'self'"
     if embed is not None and not isinstance(embed, dict):
         return "the message's options (embed) must be a JSON object"
     return None

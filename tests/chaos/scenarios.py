@@ -13,6 +13,7 @@ means every customer's default is its job's target.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import signal
@@ -186,6 +187,10 @@ def stack(
             yield running
         finally:
             running.stop_all()
+            # Each send subscribed its result's pub/sub channel; an AsyncResult left in a
+            # reference cycle unsubscribes when collected. Collect them while the broker
+            # still answers: collected later, each would retry a stopped server.
+            gc.collect()
 
 
 def chaos_env(**overrides: str) -> dict[str, str]:

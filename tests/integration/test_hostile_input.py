@@ -131,6 +131,11 @@ SHAPES: dict[str, tuple[bytes, str, str | None]] = {
         "kwargs must be a JSON object of named fields",
     ),
     "args string": (b'["x", {}, {}]', "application/json", "args must be a JSON array"),
+    "a field named self": (
+        b'[[], {"self": 1, "userId": "cus_1"}, {}]',
+        "application/json",
+        "kwargs must not name a field 'self'",
+    ),
     "embed list": (
         b"[[], {}, []]",
         "application/json",
