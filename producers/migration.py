@@ -51,6 +51,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -154,6 +155,11 @@ class Sent:
     line: int
     user_id: str
     default_source: str
+
+
+#: Set by ``cards migrate``'s Ctrl-C handler. Python drops a KeyboardInterrupt raised
+#: inside a finalizer (``__del__``); the wait loop checks this too, so Ctrl-C always stops.
+INTERRUPTED: Final = threading.Event()
 
 
 class InFlight:
@@ -405,6 +411,8 @@ class Migration:
             if arrived or not wait or not job_ids:
                 self._poll = POLL_MIN_SECONDS
                 return
+            if INTERRUPTED.is_set():
+                raise KeyboardInterrupt
             time.sleep(self._poll)
             self._poll = min(self._poll * 2, POLL_MAX_SECONDS)
 

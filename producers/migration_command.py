@@ -10,7 +10,11 @@ CLI's usual handling (exit code 4).
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -23,6 +27,7 @@ from cards.settings import get_settings
 from producers.jobs import check_connections
 from producers.migration import (
     DEFAULT_WINDOW,
+    INTERRUPTED,
     Migration,
     default_migration_id,
     default_report_path,
@@ -197,7 +202,7 @@ def _migrate(
     try:
         if record.finished < record.rows:
             _warn_without_readers(get_settings().bulk_queue)
-        with progress:
+        with progress, _ctrl_c_always_stops():
             final = Migration(
                 record,
                 path,
@@ -218,6 +223,26 @@ def _migrate(
     typer.echo(("dry run, nothing written: " if dry_run else "") + _summary(final))
     typer.echo(f"report: {final.report}")
     return EXIT_ROWS_FAILED if final.failed or final.invalid else EXIT_OK
+
+
+@contextmanager
+def _ctrl_c_always_stops() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt and sets :data:`INTERRUPTED`, which the wait loop
+    checks: an interrupt that lands inside a finalizer still stops the migration."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        INTERRUPTED.clear()
 
 
 def migration_command(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from cards.migrations import (
     migration_state,
 )
 from producers.migration import (
+    INTERRUPTED,
     InFlight,
     Sent,
     default_migration_id,
@@ -25,7 +29,7 @@ from producers.migration import (
     requested_at,
     scan,
 )
-from producers.migration_command import status_hint
+from producers.migration_command import _ctrl_c_always_stops, status_hint
 from producers.queues import readers_of
 from producers.rows import FileFormat, UnreadableFile, format_for, read_rows
 
@@ -291,3 +295,17 @@ def test_readers_of_a_queue_from_active_queues_replies() -> None:
     assert readers_of("cards.bulk", replies) == ["bulk@h"]
     assert readers_of("cards", replies) == ["bulk@h", "live@h"]
     assert readers_of("cards.bulk", None) == []
+
+
+def test_a_ctrl_c_whose_exception_is_swallowed_still_stops_the_migration() -> None:
+    """Python drops a KeyboardInterrupt raised inside a finalizer; the flag the
+    migration's wait loop checks is set all the same, and cleared afterwards."""
+    with _ctrl_c_always_stops():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises here, at once
+            raise AssertionError("SIGINT did not interrupt")
+        except KeyboardInterrupt:
+            pass  # as a finalizer would swallow it
+        assert INTERRUPTED.is_set()
+    assert not INTERRUPTED.is_set()
