@@ -65,7 +65,7 @@ def _summary(record: MigrationRecord) -> str:
 
 
 def _start_worker_hint(queue: str) -> str:
-    return f"start one: celery -A worker worker -Q {queue} -n bulk@%h"
+    return f"start one: celery -A worker worker -Q {queue} -n bulk@%h -P prefork"
 
 
 def _resume_hint(migration_id: str) -> str:
