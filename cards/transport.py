@@ -185,11 +185,20 @@ class ReliableConsuming:
         params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
         return params
 
+    def close(self) -> None:
+        # First: on a lost connection kombu's close() raises (reading the BRPOP in
+        # flight) before it reaches _disconnect_pools, and the watcher would live on.
+        self._stop_watcher()
+        super().close()  # type: ignore[misc]
+
     def _disconnect_pools(self) -> None:
+        self._stop_watcher()
+        super()._disconnect_pools()  # type: ignore[misc]
+
+    def _stop_watcher(self) -> None:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.stop()
-        super()._disconnect_pools()  # type: ignore[misc]
 
     # ------------------------------------------------------------------ waking up
 

@@ -125,6 +125,12 @@ def test_kombu_transport_crashes_on_close_after_collect(server: RestartableRedis
 def test_our_transport_closes_cleanly_and_keeps_the_message(server: RestartableRedis) -> None:
     connection = lose_connection_like_celery(server, OURS)
     connection.close()  # no exception: Celery goes on to reconnect
+    # No queue watcher outlives its channels (each lost connection would leak threads).
+    wait_for(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("cards-queue-watcher:")],
+        10,
+        "the closed channels' queue watchers to stop",
+    )
     server.start()
     client = server.client()
     # The unacknowledged message stayed in Redis and comes back after the
