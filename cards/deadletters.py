@@ -78,9 +78,12 @@ class DeadLetterStore:
         self.max_entries = max_entries
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DeadLetterStore:
+    def from_settings(
+        cls, settings: Settings, client: redis.Redis | None = None
+    ) -> DeadLetterStore:
+        """The store the settings describe, on ``client`` or a new client of its URL."""
         return cls(
-            redis_client(settings.job_state_url, settings.sentinel_master),
+            client or redis_client(settings.job_state_url, settings.sentinel_master),
             ttl_seconds=settings.dead_letter_ttl_seconds,
             max_entries=settings.dead_letter_max_entries,
         )

@@ -41,6 +41,7 @@ from cards.redis_urls import redis_client
 from cards.settings import get_settings
 
 __all__ = [
+    "CALLBACK_TASK_NAME",
     "CallbackStatus",
     "DeliveryState",
     "DeliveryStore",
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 KEY_PREFIX: Final = "cards:callback:"
+#: The task that delivers a finished job's callback.
+CALLBACK_TASK_NAME: Final = "cards.deliver_callback"
 
 
 def callback_task_id(job_id: str) -> str:

@@ -15,7 +15,7 @@ A migration reads its file twice, streaming, so memory stays flat:
    had sent). Each finished row gets its report line, then is marked finished
    in Redis (:mod:`cards.migrations`).
 
-``--dry-run`` sends ``cards.check_default_card`` (:mod:`worker.checks`)
+``--dry-run`` sends ``cards.check_default_card`` (:mod:`worker.dry_run`)
 instead, which only reads; the same window, queue, record and report apply.
 
 **Identity and resume.** A migration's id is ``m`` + the first 16 hex digits

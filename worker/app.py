@@ -26,13 +26,11 @@ for _library in ("stripe", "httpx", "httpcore"):
 
 app = celery_app(
     "cards-worker",
-    task_cls="worker.strategy:GuardedTask",
+    task_cls="worker.malformed:GuardedTask",
     include=[
         "worker.tasks",
         "worker.batches",
-        "worker.companion",
         "worker.callbacks",
-        "worker.checks",
     ],
 )
 assert_safe_serialization(app.conf)

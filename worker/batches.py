@@ -1,37 +1,13 @@
 """The ``cards.set_default_cards`` task: a bulk batch of rows (see :mod:`cards.batches`).
 
-Every row runs as ``cards.set_default_card`` would run it (:func:`worker.execution.run_job`
-with the same attempt and finish): validation, one writer per customer and the
-newest request wins, the shared rate budget, the idempotency key, per-job retry
-state, dead letters, the outcome log line and metrics. What a batch saves is
-Celery's per-message cost, and what it adds is concurrency: the rows of a batch
-run on :data:`~cards.settings.Settings.bulk_threads` threads, because a row
-spends its time waiting on Stripe, on Redis or for a token, not on the CPU.
-
-Where a row's answer goes:
-
-- a final envelope is stored under the row's ``job_id`` in the result backend,
-  exactly where a single job's would be;
-- a row that has to wait for the rate budget or for its customer's lock waits
-  in its thread (this is a bulk worker: no live job needs the slot), up to
-  :data:`IN_PLACE_WAIT_SECONDS`;
-- any other retry (a Stripe 5xx, a timeout, a 429) leaves the batch: the row
-  is sent as a single ``cards.set_default_card`` job with the row's ``job_id``
-  and the retry's countdown, and carries on as one.
-
-Delivery: the batch is acknowledged once every row is answered or sent on
-(``acks_late``, as every task here). If the worker dies mid-batch, Redis hands
-the batch out again and rows that already have an answer are skipped (one
-``MGET``); the others run again under the same idempotency keys, which Stripe
-replays rather than applies. If Redis itself fails while rows are answered or
-sent on, the batch is put back on the queue for the same reason.
-
-Parameters:
-    IN_PLACE_WAIT_SECONDS: longest a row waits in its thread, in total, for the
-        rate budget or its customer's lock before it leaves the batch.
-    IN_PLACE_REASONS: the retries a row waits out in place; none has called Stripe.
-    BATCH_RESULT_SECONDS: how long a batch's own envelope (its counts) is kept;
-        the rows' envelopes are kept like any job's.
+Every row runs through the ``cards.set_default_card`` pipeline, its customer
+order step given a :class:`BatchGuard` that takes the rows' locks in one round
+trip; the rows run on ``CARDS_BULK_THREADS`` threads. A row's final envelope is
+stored under its ``job_id``, as a single job's would be; a row that must wait
+for the budget or its customer's lock waits in place, up to
+:data:`IN_PLACE_WAIT_SECONDS`; any other retry leaves the batch as a single
+job. A redelivered batch skips rows already answered; a Redis failure puts the
+batch back on the queue. Details: docs/bulk-batches.md.
 """
 
 from __future__ import annotations
@@ -43,26 +19,27 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import celery
 import kombu.exceptions
 import redis
-from celery import states
 from celery.exceptions import Reject
 
 from cards.batches import BATCH_TASK_NAME, validate_batch
 from cards.envelope import Envelope, ErrorKind, failure
-from cards.jobs import TASK_NAME, InvalidJob, accepts_quickly, validate_job
+from cards.jobs import TASK_NAME, InvalidJob, accepts_quickly
 from cards.redaction import event_reprs
+from cards.results import ResultBackend
 from cards.settings import get_settings
+from worker import wiring
 from worker.app import app
-from worker.execution import Delivery, delivery_of, run_job
+from worker.middleware.customer_order import CustomerOrder
 from worker.ordering import AppliedRequest, CustomerGuard, Entry, customer_key
+from worker.pipeline import Delivery, Outcome, Pipeline, RetryLater
 from worker.process_local import per_process
-from worker.runner import RetryLater
 from worker.task_requests import BatchRequest
-from worker.tasks import Attempt, attempt_with, finish_job, runner
+from worker.tasks import delivery_of
 
 __all__ = ["BatchGuard", "BatchSummary", "run_in_place", "run_rows", "set_default_cards"]
 
@@ -84,10 +61,10 @@ def row_threads() -> ThreadPoolExecutor:
 
 
 def run_in_place(
-    run: Callable[[], Envelope | RetryLater],
+    run: Callable[[], Outcome],
     sleep: Callable[[float], None] = time.sleep,
     max_wait: float = IN_PLACE_WAIT_SECONDS,
-) -> Envelope | RetryLater:
+) -> Outcome:
     """``run()`` again after each retry it may wait out in place, while ``max_wait`` lasts."""
     waited = 0.0
     while True:
@@ -98,16 +75,6 @@ def run_in_place(
             return outcome
         sleep(outcome.countdown)
         waited += outcome.countdown
-
-
-def _answered(backend: Any, job_ids: list[str]) -> set[str]:
-    """The rows that already have a final answer (this batch was delivered before)."""
-    values = backend.client.mget([backend.get_key_for_task(job_id) for job_id in job_ids])
-    return {
-        job_id
-        for job_id, value in zip(job_ids, values, strict=True)
-        if value is not None and backend.decode_result(value).get("status") in states.READY_STATES
-    }
 
 
 class BatchGuard:
@@ -159,12 +126,10 @@ def _row_key(row: dict[str, Any]) -> str | None:
     return customer_key(row["userId"], row.get("stripe_account"))
 
 
-def _run_row(row: dict[str, Any], delivery: Delivery, attempt: Attempt) -> Envelope | None:
+def _run_row(row: dict[str, Any], delivery: Delivery, pipeline: Pipeline) -> Envelope | None:
     """The row's final envelope; None if it was sent on as a single job."""
     job_id = str(row["job_id"])
-    outcome = run_in_place(
-        lambda: run_job(TASK_NAME, job_id, row, validate_job, attempt, delivery, finish_job)
-    )
+    outcome = run_in_place(lambda: pipeline.run(job_id, delivery, row))
     if isinstance(outcome, RetryLater):
         app.send_task(
             TASK_NAME,
@@ -176,27 +141,7 @@ def _run_row(row: dict[str, Any], delivery: Delivery, attempt: Attempt) -> Envel
             **event_reprs(job_id),
         )
         return None
-    return outcome
-
-
-def _store(backend: Any, answers: dict[str, Envelope], expires: int | None = None) -> None:
-    """Store envelopes as their tasks' results, in one round trip.
-
-    What ``backend.store_result`` writes for each (the same meta, key, expiry
-    and pub/sub message), without its read-before-write per row.
-    """
-    seconds = expires or backend.expires
-    with backend.client.pipeline(transaction=False) as pipe:
-        for job_id, envelope in answers.items():
-            meta = backend._get_result_meta(envelope, states.SUCCESS, None, None)
-            meta["task_id"] = job_id
-            key, value = backend.get_key_for_task(job_id), backend.encode(meta)
-            if seconds:
-                pipe.setex(key, seconds, value)
-            else:
-                pipe.set(key, value)
-            pipe.publish(key, value)
-        pipe.execute()
+    return cast(Envelope, outcome)
 
 
 @dataclass(frozen=True)
@@ -219,23 +164,29 @@ class BatchSummary:
         }
 
 
-def run_rows(rows: list[dict[str, Any]], delivery: Delivery, backend: Any) -> BatchSummary:
+def _batch_pipeline(rows: list[dict[str, Any]]) -> tuple[Pipeline, BatchGuard | None]:
+    """The set_default_card pipeline, its customer order kept by a guard for these rows."""
+    pipeline = wiring.pipeline(TASK_NAME)  # built here, once, before the threads share it
+    order = pipeline.step(CustomerOrder)
+    if order is None or not isinstance(order.guard, CustomerGuard):
+        return pipeline, None
+    guard = BatchGuard(order.guard, [key for key in map(_row_key, rows) if key is not None])
+    return pipeline.replacing(CustomerOrder, CustomerOrder(guard, order.policy, order.clock)), guard
+
+
+def run_rows(
+    rows: list[dict[str, Any]], delivery: Delivery, results: ResultBackend
+) -> BatchSummary:
     """Answer or send on every row not answered yet, on this process's row threads.
 
     Raises the first infrastructure error once every row has had its turn.
     """
-    shared = runner()  # built here, once, before the threads share it
-    done = _answered(backend, [str(row["job_id"]) for row in rows])
+    done = results.answered(str(row["job_id"]) for row in rows)
     todo = [row for row in rows if row["job_id"] not in done]
-    guard = None
-    if isinstance(shared.guard, CustomerGuard):
-        keys = [key for key in map(_row_key, todo) if key is not None]
-        guard = BatchGuard(shared.guard, keys)
-        shared = shared.with_guard(guard)
-    attempt = attempt_with(shared)
+    pipeline, guard = _batch_pipeline(todo)
     try:
         futures = {
-            str(row["job_id"]): row_threads().submit(_run_row, row, delivery, attempt)
+            str(row["job_id"]): row_threads().submit(_run_row, row, delivery, pipeline)
             for row in todo
         }
         wait(futures.values())
@@ -250,21 +201,19 @@ def run_rows(rows: list[dict[str, Any]], delivery: Delivery, backend: Any) -> Ba
         envelope = future.result()
         if envelope is not None:
             answers[job_id] = envelope
-    if answers:
-        _store(backend, answers)
+    results.store_many(answers)
     return BatchSummary(len(rows), len(answers), len(todo) - len(answers), len(done))
 
 
 def _answer_batch(
     task: celery.Task[Any, Envelope], args: tuple[Any, ...], fields: dict[str, Any]
 ) -> Envelope:
-    backend = task.app.backend
     try:
         rows = validate_batch(args, fields)
     except InvalidJob as exc:
         return failure(str(exc), ErrorKind.INVALID_JOB, param=exc.fields[0])
     try:
-        return run_rows(rows, delivery_of(task), backend).envelope()
+        return run_rows(rows, delivery_of(task), ResultBackend(task.app)).envelope()
     except INFRASTRUCTURE_ERRORS as exc:
         # Rows answered so far are skipped when the batch comes back.
         logger.error("batch %s: Redis failed (%s); back on the queue", task.request.id, type(exc))
@@ -276,5 +225,5 @@ def _answer_batch(
 @app.task(name=BATCH_TASK_NAME, bind=True, Request=BatchRequest, ignore_result=True)
 def set_default_cards(self: celery.Task[Any, Envelope], *args: Any, **fields: Any) -> Envelope:
     envelope = _answer_batch(self, args, fields)
-    _store(self.app.backend, {str(self.request.id): envelope}, BATCH_RESULT_SECONDS)
+    ResultBackend(self.app).store_many({str(self.request.id): envelope}, BATCH_RESULT_SECONDS)
     return envelope

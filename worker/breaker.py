@@ -9,7 +9,7 @@ one), logs one CRITICAL line with the cause, sets
 ``CARDS_BREAKER_PROBE_SECONDS``; the first probe that succeeds takes the queues
 back (one WARNING line) and sets the gauge to 0.
 
-A probe (:meth:`worker.gateway.StripeGateway.probe`) is one read of a customer
+A probe (:meth:`worker.stripe_api.StripeApi.probe`) is one read of a customer
 that cannot exist: a 404 proves the key and the address. Stripe's transient
 trouble (429, 5xx) is not this breaker's business; jobs retry it themselves.
 
@@ -34,8 +34,8 @@ from celery import bootsteps
 
 from cards.settings import Settings, get_settings
 from worker.errors import Misconfigured, StripeCallError, StripeConnectionFailed
-from worker.gateway import StripeGateway
 from worker.metrics import BREAKER_OPEN
+from worker.stripe_api import StripeApi
 
 __all__ = ["BREAKER", "Action", "Breaker", "BreakerStep", "next_action", "probe_stripe"]
 
@@ -63,7 +63,7 @@ def next_action(is_open: bool, cause: str | None) -> Action:
 def probe_stripe(settings: Settings) -> str | None:
     """Why this worker cannot work with Stripe now; None if it can."""
     try:
-        StripeGateway.from_settings(settings).probe()
+        StripeApi.from_settings(settings).probe()
     except Misconfigured as exc:
         return exc.message
     except StripeConnectionFailed as exc:

@@ -1,7 +1,7 @@
 """The ``cards.deliver_callback`` task: POST a finished job's envelope to its ``callback_url``.
 
 ``cards.set_default_card`` queues it once the job's envelope is final (see
-:func:`enqueue_delivery`). It is a task of its own so that a receiver that is
+:class:`worker.middleware.notify.Notify`). It is a task of its own so that a receiver that is
 down, slow or refusing only delays its callback: the Stripe call is never
 made again and the job's result never changes. Deliveries are at least once
 (a worker that dies mid-POST delivers again); receivers drop duplicates by
@@ -31,26 +31,22 @@ import celery
 import redis
 
 from cards.deliveries import (
+    CALLBACK_TASK_NAME,
     CallbackStatus,
     DeliveryState,
-    DeliveryStore,
     callback_body,
-    callback_task_id,
 )
-from cards.envelope import Envelope
 from cards.redaction import event_reprs
 from cards.settings import get_settings
 from cards.signatures import sign
+from worker import wiring
 from worker.app import app
 from worker.callback_policy import AttemptOutcome, Decision, callback_retry_policy, decide
 from worker.metrics import CALLBACK_DELIVERIES
-from worker.process_local import per_process
 from worker.task_requests import JobIdRequest
-from worker.webhook import CallbackSender
 
-__all__ = ["CALLBACK_TASK_NAME", "DeliveryResult", "deliver_callback", "enqueue_delivery"]
+__all__ = ["CALLBACK_TASK_NAME", "DeliveryResult", "deliver_callback"]
 
-CALLBACK_TASK_NAME: Final = "cards.deliver_callback"
 MISCONFIGURED: Final = "misconfigured: CARDS_CALLBACK_SECRETS is not set; nothing was sent"
 
 logger = logging.getLogger(__name__)
@@ -64,58 +60,12 @@ class DeliveryResult(TypedDict):
     last_error: str | None
 
 
-@per_process
-def sender() -> CallbackSender:
-    return CallbackSender(get_settings().callback_allowlist)
-
-
-@per_process
-def deliveries() -> DeliveryStore:
-    settings = get_settings()
-    return DeliveryStore.from_url(settings.job_state_url, settings.result_expires_seconds)
-
-
 def _record(job_id: str, status: CallbackStatus) -> None:
     try:
-        deliveries().record(job_id, status)
+        wiring.deliveries().record(job_id, status)
     except redis.RedisError:
         # The delivery itself happened (or not) regardless; only its record is missing.
         logger.warning("job %s: could not record its callback delivery", job_id)
-
-
-def enqueue_delivery(job_id: str, callback_url: str, envelope: Envelope) -> None:
-    """Queue the callback of a job whose envelope is final. Never raises: the result stands."""
-    now = time.time()
-    try:
-        deliveries().mark_pending(job_id, now)
-    except redis.RedisError:
-        logger.warning("job %s: could not record its callback as pending", job_id)
-    try:
-        app.send_task(
-            CALLBACK_TASK_NAME,
-            kwargs={
-                "job_id": job_id,
-                "callback_url": callback_url,
-                "envelope": dict(envelope),
-                "finished_at": now,
-            },
-            task_id=callback_task_id(job_id),
-            queue=get_settings().queue,
-            **event_reprs(job_id),
-        )
-    except Exception:
-        logger.exception("job %s: could not queue its callback", job_id)
-        _record(
-            job_id,
-            {
-                "state": DeliveryState.FAILED.value,
-                "attempts": 0,
-                "last_error": "the callback could not be queued",
-                "last_status": None,
-                "delivered_at": None,
-                "updated_at": now,
-            },
-        )
 
 
 def _finish(
@@ -182,7 +132,7 @@ def deliver_callback(
             "content-type": "application/json",
             **sign(job_id, datetime.now(UTC), body, secrets),
         }
-        outcome = sender().post(callback_url, body.encode(), headers)
+        outcome = wiring.callback_sender().post(callback_url, body.encode(), headers)
     except Exception:
         # A bug, not the receiver's answer: report it once instead of looping.
         logger.exception("job %s: unexpected error delivering its callback", job_id)

@@ -1,145 +1,89 @@
-"""The ``cards.set_default_card`` Celery task: message in, envelope out.
+"""The job tasks: Celery glue around each kind's pipeline (:mod:`worker.pipeline`).
 
-Any Celery client may send it by name with the seed API's body as keyword
+Any Celery client may send them by name with the seed API's body as keyword
 arguments::
 
     app.send_task("cards.set_default_card",
                   kwargs={"userId": "cus_…", "default_source": "card_…"})
 
-The task always ends in state SUCCESS with an envelope (see
+Every task always ends in state SUCCESS with an envelope (see
 :mod:`cards.envelope`): bad input, Stripe refusals and exhausted retries are
-answers, not task failures, so consumers read one shape and nothing is retried
-that cannot succeed.
+answers, not task failures; a :class:`~worker.pipeline.RetryLater` becomes
+Celery's retry, with its cause as the retrying job's info.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import celery
-import redis
-from celery import signals
-from celery.concurrency.prefork import TaskPool as PreforkPool
 
-from cards.deadletters import DeadLetter, DeadLetterStore, is_dead_letter
-from cards.envelope import Envelope
-from cards.jobs import TASK_NAME, SetDefaultCardJob, validate_job
-from cards.redis_urls import redis_client
+from cards.companion_jobs import ASSIGN_TASK_NAME, LIST_TASK_NAME, CardList
+from cards.envelope import Envelope, RetryCause
+from cards.jobs import CHECK_TASK_NAME, TASK_NAME
+from cards.redaction import event_reprs
 from cards.settings import get_settings
+from worker import wiring
 from worker.app import app
-from worker.callbacks import enqueue_delivery
-from worker.execution import Delivery, execute
-from worker.gateway import StripeGateway
-from worker.jobstate import JobStateStore
-from worker.ordering import CustomerGuard
-from worker.process_local import per_process
-from worker.ratelimit import RedisRateLimiter
-from worker.retries import RetryPolicy
-from worker.runner import RetryLater, SetDefaultCardRunner
+from worker.pipeline import Answer, Delivery, RetryLater
 from worker.task_requests import EnvelopeRequest
 
-__all__ = ["Attempt", "attempt_job", "attempt_with", "finish_job", "runner", "set_default_card"]
+__all__ = [
+    "assign_card",
+    "check_default_card",
+    "delivery_of",
+    "list_cards",
+    "run_task",
+    "set_default_card",
+]
 
-logger = logging.getLogger(__name__)
+
+def delivery_of(task: celery.Task[Any, Any]) -> Delivery:
+    """This delivery of ``task``'s message: first or a retry, and its queue."""
+    info = task.request.delivery_info or {}
+    queue = info.get("routing_key") or get_settings().queue
+    retries = task.request.retries or 0
+    return Delivery(first=not retries, queue=str(queue), number=retries + 1)
 
 
-@per_process
-def runner() -> SetDefaultCardRunner:
-    """This process's runner, built after fork: sockets must not cross a fork."""
-    settings = get_settings()
-    client = redis_client(settings.job_state_url, settings.sentinel_master)
-    rates = settings.rate_table
-    limiter = (
-        RedisRateLimiter(
-            client,
-            burst_seconds=settings.rate_limit_burst_seconds,
-            max_wait_seconds=settings.rate_limit_max_wait_seconds,
-            recovery_seconds=settings.rate_limit_recovery_seconds,
+def run_task(task: celery.Task[Any, Any], args: tuple[Any, ...], fields: dict[str, Any]) -> Answer:
+    """One delivery of a job task through its kind's pipeline; a retry is Celery's."""
+    job_id = str(task.request.id)
+    outcome = wiring.pipeline(str(task.name)).run(job_id, delivery_of(task), fields, args)
+    if isinstance(outcome, RetryLater):
+        own_id = fields.get("job_id")
+        raise task.retry(
+            countdown=outcome.countdown,
+            max_retries=None,
+            # Celery logs it ("retry: Retry in 2s: RetryCause('connection: …')") and stores
+            # it as the retrying job's info, which `cards result` prints.
+            exc=RetryCause(f"{outcome.reason}: {outcome.cause or 'waiting'}"),
+            **event_reprs(own_id if isinstance(own_id, str) else job_id),
         )
-        if rates
-        else None
-    )
-    guard = (
-        CustomerGuard(
-            client,
-            lock_seconds=settings.customer_lock_seconds,
-            max_job_age_seconds=settings.max_job_age_seconds,
-        )
-        if settings.ordering
-        else None
-    )
-    return SetDefaultCardRunner(
-        gateway=StripeGateway.from_settings(settings),
-        store=JobStateStore(client),
-        policy=RetryPolicy.from_settings(settings),
-        guard=guard,
-        limiter=limiter,
-        rates=rates,
-        minimal_data=settings.minimal_data,
-    )
-
-
-@per_process
-def dead_letters() -> DeadLetterStore:
-    return DeadLetterStore.from_settings(get_settings())
-
-
-def _keep_dead_letter(job_id: str, job: SetDefaultCardJob, envelope: Envelope) -> None:
-    letter = DeadLetter(job_id, job.with_job_id(job_id).to_task_kwargs(), envelope, time.time())
-    try:
-        dead_letters().add(letter)
-    except redis.RedisError:
-        # The envelope still says why the job failed; only the replay shortcut is lost.
-        logger.critical("job %s: could not keep it as a dead letter", job_id)
-
-
-@signals.worker_process_init.connect
-def _build_before_first_job(**_: Any) -> None:
-    """Build this pool process's runner now, not inside its first job (a third of a
-    second of imports and client set-up, measured on a bulk worker)."""
-    try:
-        runner()
-    except Exception:  # the first job builds it again and answers for itself
-        logger.exception("could not build the job runner at process start")
-
-
-@signals.worker_ready.connect
-def _build_in_main_process(sender: Any = None, **_: Any) -> None:
-    """Pools without child processes (threads, solo) run jobs in the main process:
-    build its runner before the first job, as pool processes do at their start."""
-    if not isinstance(getattr(sender, "pool", None), PreforkPool):
-        _build_before_first_job()
-
-
-def finish_job(job: SetDefaultCardJob, job_id: str, envelope: Envelope) -> None:
-    """What follows a final answer: keep a dead letter, send the callback."""
-    if is_dead_letter(envelope):
-        _keep_dead_letter(job_id, job, envelope)
-    if job.callback_url is not None:
-        enqueue_delivery(job_id, str(job.callback_url), envelope)
-
-
-Attempt = Callable[[SetDefaultCardJob, str, Delivery], Envelope | RetryLater]
-
-
-def attempt_with(shared: SetDefaultCardRunner) -> Attempt:
-    """One attempt of a validated job by ``shared``, under its queue's and account's budget."""
-
-    def attempt(job: SetDefaultCardJob, job_id: str, delivery: Delivery) -> Envelope | RetryLater:
-        budget = shared.budget(delivery.queue, job.stripe_account)
-        return shared.run(job, job_id, first_delivery=delivery.first, budget=budget)
-
-    return attempt
-
-
-def attempt_job(job: SetDefaultCardJob, job_id: str, delivery: Delivery) -> Envelope | RetryLater:
-    """One attempt of a validated job by this process's runner."""
-    return attempt_with(runner())(job, job_id, delivery)
+    return outcome
 
 
 @app.task(name=TASK_NAME, bind=True, max_retries=None, Request=EnvelopeRequest)
 def set_default_card(self: celery.Task[Any, Envelope], *args: Any, **fields: Any) -> Envelope:
-    return execute(self, args, fields, validate_job, attempt_job, finish_job)
+    """Make a card the customer's default; data is the customer."""
+    return cast(Envelope, run_task(self, args, fields))
+
+
+@app.task(name=CHECK_TASK_NAME, bind=True, max_retries=None, Request=EnvelopeRequest)
+def check_default_card(self: celery.Task[Any, Envelope], *args: Any, **fields: Any) -> Envelope:
+    """Check, reading only, that a set_default_card job with these fields would succeed."""
+    return cast(Envelope, run_task(self, args, fields))
+
+
+@app.task(name=ASSIGN_TASK_NAME, bind=True, max_retries=None, Request=EnvelopeRequest)
+def assign_card(self: celery.Task[Any, Envelope], *args: Any, **fields: Any) -> Envelope:
+    """Attach a card to a customer; data ``{"cardId", "card"}``."""
+    return cast(Envelope, run_task(self, args, fields))
+
+
+@app.task(name=LIST_TASK_NAME, bind=True, max_retries=None, Request=EnvelopeRequest)
+def list_cards(
+    self: celery.Task[Any, Envelope | CardList], *args: Any, **fields: Any
+) -> Envelope | CardList:
+    """List a customer's cards; data is the list."""
+    return cast(Envelope | CardList, run_task(self, args, fields))

@@ -13,7 +13,7 @@ from cards.settings import STRIPE_API_VERSION, Settings
 from stripe_emulator.admin import EmulatorAdmin
 from stripe_emulator.process import EmulatorProcess
 from tests.stripe_openapi import StripeSpec
-from worker.gateway import StripeGateway
+from worker.stripe_api import StripeApi
 
 from .conftest import API_KEY
 
@@ -43,7 +43,7 @@ def test_every_call_sends_the_setting(
     settings = Settings(
         stripe_api_key=SecretStr(API_KEY), stripe_api_base=emulator.url, stripe_api_version=version
     )
-    gateway = StripeGateway.from_settings(settings)
+    gateway = StripeApi.from_settings(settings)
     job = validate_job({"userId": seeded["id"], "default_source": seeded["cards"][1]})
     admin.configure(capture_requests=True)
     gateway.retrieve_customer(job)

@@ -27,7 +27,7 @@ from producers.companion import enqueue_assign_card, enqueue_list_cards
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import API_KEY
 from tests.stripe_openapi import StripeSpec
-from worker.gateway import LIST_PAGE_SIZE
+from worker.stripe_api import LIST_PAGE_SIZE
 
 RESULT_TIMEOUT = 30
 ACCOUNT = "acct_conformance0001"

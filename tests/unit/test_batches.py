@@ -15,7 +15,7 @@ from cards.jobs import InvalidJob
 from harness.queues import message_rows
 from worker.batches import BatchGuard, run_in_place
 from worker.ordering import AppliedRequest, CustomerGuard
-from worker.runner import RetryLater
+from worker.pipeline import RetryLater
 
 
 def _rows(count: int) -> list[dict[str, Any]]:

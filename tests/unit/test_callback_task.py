@@ -26,7 +26,7 @@ ENVELOPE = dict(success({"id": "cus_1", "email": "ann@example.com"}))
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> DeliveryStore:
     fake = DeliveryStore(fakeredis.FakeRedis(), ttl_seconds=600)
-    monkeypatch.setattr(callbacks, "deliveries", lambda: fake)
+    monkeypatch.setattr(callbacks.wiring, "deliveries", lambda: fake)
     return fake
 
 
@@ -39,7 +39,7 @@ def receiver() -> Iterator[CallbackReceiver]:
 def use_settings(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     monkeypatch.setattr(callbacks, "get_settings", lambda: settings)
     sender = CallbackSender(settings.callback_allowlist, timeout=5)
-    monkeypatch.setattr(callbacks, "sender", lambda: sender)
+    monkeypatch.setattr(callbacks.wiring, "callback_sender", lambda: sender)
 
 
 def test_without_a_secret_nothing_is_sent_and_the_record_says_why(

@@ -18,13 +18,15 @@ from cards.companion_jobs import (
     validate_list_job,
 )
 from cards.jobs import InvalidJob
-from worker.companion import JOB_ID_METADATA_KEY, assign_attempt, list_attempt, tagged_card
+from tests.unit.pipelines import JobRunner
+from worker.attempts import JOB_ID_METADATA_KEY, AssignCard, ListCards, tagged_card
 from worker.errors import NoSuchCustomer, StripeCallError, StripeServerError
-from worker.gateway import StripeGateway, is_card
 from worker.idempotency import ASSIGN_KEY_PREFIX, idempotency_key
 from worker.jobstate import JobStateStore
+from worker.middleware.retries import Retries
+from worker.pipeline import RetryLater
 from worker.retries import RetryPolicy
-from worker.runner import JobRunner, RetryLater
+from worker.stripe_api import StripeApi, is_card
 
 ASSIGN = {"userId": "cus_A1", "source": "tok_visa", "job_id": "job-1"}
 
@@ -101,7 +103,7 @@ def test_tagged_card_finds_the_jobs_card() -> None:
     assert tagged_card(cards, "job-9") is None
 
 
-class CardsGateway(StripeGateway):
+class CardsGateway(StripeApi):
     """A customer's cards in memory; scripted failures for attach calls."""
 
     def __init__(self, script: list[StripeCallError | None], applied_before_failing: bool = False):
@@ -138,22 +140,20 @@ class CardsGateway(StripeGateway):
 POLICY = RetryPolicy(max_attempts=4, backoff_seconds=1, backoff_max_seconds=60, window_seconds=600)
 
 
-def attempt_once(runner: JobRunner, gateway: CardsGateway, job: AssignCardJob) -> Any:
-    return runner.run_attempt(
-        "job-1",
-        lambda generation: assign_attempt(gateway, job, "job-1", generation),
-        assigned,
-    )
+def attempt_once(store: JobStateStore, gateway: CardsGateway, job: AssignCardJob) -> Any:
+    """One delivery of an assign_card job through its kind and the retries step."""
+    retries = Retries(store, POLICY, clock=lambda: 1_000_000.0)
+    return JobRunner(AssignCard(gateway), retries).run(job, "job-1")
 
 
 @pytest.fixture
-def runner() -> JobRunner:
-    return JobRunner(JobStateStore(fakeredis.FakeRedis()), POLICY, clock=lambda: 1_000_000.0)
+def store() -> JobStateStore:
+    return JobStateStore(fakeredis.FakeRedis())
 
 
-def test_assign_tags_the_card_with_the_job_and_keys_the_write(runner: JobRunner) -> None:
+def test_assign_tags_the_card_with_the_job_and_keys_the_write(store: JobStateStore) -> None:
     gateway = CardsGateway([])
-    outcome = attempt_once(runner, gateway, validate_assign_job(ASSIGN))
+    outcome = attempt_once(store, gateway, validate_assign_job(ASSIGN))
     assert outcome["data"]["cardId"] == "card_0"
     assert outcome["data"]["card"]["metadata"] == {JOB_ID_METADATA_KEY: "job-1"}
     assert gateway.keys == ["cards-assign:job-1"]
@@ -163,12 +163,12 @@ def test_assign_tags_the_card_with_the_job_and_keys_the_write(runner: JobRunner)
 
 @pytest.mark.parametrize("applied", [True, False], ids=["applied-then-500", "500-before"])
 def test_assign_after_a_saved_500_reconciles_then_writes_once(
-    runner: JobRunner, applied: bool
+    store: JobStateStore, applied: bool
 ) -> None:
     gateway = CardsGateway([StripeServerError("500")], applied_before_failing=applied)
     job = validate_assign_job(ASSIGN)
-    assert isinstance(attempt_once(runner, gateway, job), RetryLater)
-    final = attempt_once(runner, gateway, job)
+    assert isinstance(attempt_once(store, gateway, job), RetryLater)
+    final = attempt_once(store, gateway, job)
     assert final["status"] is True
     assert len(gateway.cards) == 1
     assert final["data"]["cardId"] == gateway.cards[0]["id"]
@@ -179,19 +179,17 @@ def test_assign_after_a_saved_500_reconciles_then_writes_once(
     assert gateway.keys == expected
 
 
-def test_assign_permanent_failure_is_the_usual_envelope(runner: JobRunner) -> None:
+def test_assign_permanent_failure_is_the_usual_envelope(store: JobStateStore) -> None:
     gateway = CardsGateway([NoSuchCustomer("no such customer", http_status=404)])
-    outcome = attempt_once(runner, gateway, validate_assign_job(ASSIGN))
+    outcome = attempt_once(store, gateway, validate_assign_job(ASSIGN))
     assert outcome["status"] is False
     assert outcome["data"]["kind"] == "no_such_customer"
     assert outcome["data"]["attempts"] == 1
 
 
-def test_list_attempt_reads_the_cards(runner: JobRunner) -> None:
+def test_list_attempt_reads_the_cards(store: JobStateStore) -> None:
     gateway = CardsGateway([])
     gateway.cards = [{"id": "card_1", "object": "card"}]
     job = validate_list_job({"userId": "cus_A1"})
-    outcome = runner.run_attempt(
-        "job-2", lambda generation: list_attempt(gateway, job, "job-2", generation), listed
-    )
+    outcome = JobRunner(ListCards(gateway), Retries(store, POLICY)).run(job, "job-2")
     assert outcome == listed(gateway.cards)

@@ -9,9 +9,13 @@ import fakeredis
 import pytest
 
 from cards.jobs import validate_job
+from tests.unit.pipelines import JobRunner
 from tests.unit.test_runner import ScriptedGateway
+from worker.attempts import SetDefaultCard
 from worker.errors import StripeServerError
 from worker.jobstate import JobStateStore
+from worker.middleware.customer_order import CustomerOrder
+from worker.middleware.retries import Retries
 from worker.ordering import (
     AppliedRequest,
     CustomerGuard,
@@ -19,8 +23,8 @@ from worker.ordering import (
     is_stale,
     is_superseded,
 )
+from worker.pipeline import RetryLater
 from worker.retries import RetryPolicy
-from worker.runner import RetryLater, SetDefaultCardRunner
 
 T0 = 1_700_000_000.0
 
@@ -94,20 +98,24 @@ def job(when: float, job_id: str, source: str = "card_B2") -> Any:
     )
 
 
-def guarded(gateway: ScriptedGateway, server: Any) -> SetDefaultCardRunner:
-    return SetDefaultCardRunner(
-        gateway,
-        JobStateStore(server),
-        RetryPolicy(max_attempts=5, backoff_seconds=1, backoff_max_seconds=10, window_seconds=600),
-        clock=lambda: T0,
-        guard=CustomerGuard(server, lock_seconds=5, max_job_age_seconds=3600),
+def guarded(gateway: ScriptedGateway, server: Any) -> tuple[JobRunner, CustomerGuard]:
+    """The set_default_card pipeline with its customer order and retries steps."""
+    policy = RetryPolicy(
+        max_attempts=5, backoff_seconds=1, backoff_max_seconds=10, window_seconds=600
     )
+    guard = CustomerGuard(server, lock_seconds=5, max_job_age_seconds=3600)
+    runner = JobRunner(
+        SetDefaultCard(gateway),
+        CustomerOrder(guard, policy, clock=lambda: T0),
+        Retries(JobStateStore(server), policy, clock=lambda: T0),
+    )
+    return runner, guard
 
 
 def test_older_request_after_a_newer_one_is_superseded_without_a_stripe_call() -> None:
     server = fakeredis.FakeRedis()
     gateway = ScriptedGateway([])
-    runner = guarded(gateway, server)
+    runner, _ = guarded(gateway, server)
     newer = runner.run(job(T0 - 1, "new", "card_NEW"), "new", first_delivery=True)
     older = runner.run(job(T0 - 10, "old", "card_OLD"), "old", first_delivery=True)
     assert isinstance(newer, dict) and newer["status"] is True
@@ -130,27 +138,25 @@ def test_older_request_after_a_newer_one_is_superseded_without_a_stripe_call() -
 def test_busy_customer_sends_the_job_back_without_an_attempt() -> None:
     server = fakeredis.FakeRedis()
     gateway = ScriptedGateway([])
-    runner = guarded(gateway, server)
-    assert runner.guard is not None
-    holder, _ = runner.guard.enter(customer_key("cus_A1", None))
+    runner, guard = guarded(gateway, server)
+    holder, _ = guard.enter(customer_key("cus_A1", None))
     assert holder is not None
     outcome = runner.run(job(T0 - 1, "j1"), "j1", first_delivery=True)
     assert outcome == RetryLater(1, "customer_busy")
     assert gateway.writes == []
-    runner.guard.leave(customer_key("cus_A1", None), holder)
+    guard.leave(customer_key("cus_A1", None), holder)
     assert isinstance(runner.run(job(T0 - 1, "j1"), "j1"), dict)
 
 
 def test_lock_is_released_after_a_failed_attempt() -> None:
     server = fakeredis.FakeRedis()
-    runner = guarded(ScriptedGateway([StripeServerError("500")]), server)
+    runner, guard = guarded(ScriptedGateway([StripeServerError("500")]), server)
     assert isinstance(runner.run(job(T0 - 1, "j1"), "j1", first_delivery=True), RetryLater)
-    assert runner.guard is not None
-    assert runner.guard.enter(customer_key("cus_A1", None))[0] is not None
+    assert guard.enter(customer_key("cus_A1", None))[0] is not None
 
 
 def test_stale_request_is_refused() -> None:
-    runner = guarded(ScriptedGateway([]), fakeredis.FakeRedis())
+    runner, _ = guarded(ScriptedGateway([]), fakeredis.FakeRedis())
     outcome = runner.run(job(T0 - 7200, "j1"), "j1", first_delivery=True)
     assert isinstance(outcome, dict)
     assert outcome["data"] is not None and outcome["data"]["kind"] == "stale"
@@ -158,11 +164,10 @@ def test_stale_request_is_refused() -> None:
 
 def test_unstamped_job_counts_as_requested_when_run() -> None:
     server = fakeredis.FakeRedis()
-    runner = guarded(ScriptedGateway([]), server)
+    runner, guard = guarded(ScriptedGateway([]), server)
     raw = validate_job({"userId": "cus_A1", "default_source": "card_B2"})
     assert isinstance(runner.run(raw, "raw-1", first_delivery=True), dict)
-    assert runner.guard is not None
-    assert runner.guard.enter(customer_key("cus_A1", None))[1] == AppliedRequest(T0, "raw-1")
+    assert guard.enter(customer_key("cus_A1", None))[1] == AppliedRequest(T0, "raw-1")
     server.delete("cards:customer-lock:" + customer_key("cus_A1", None))
     older = runner.run(job(T0 - 1, "j2"), "j2", first_delivery=True)
     assert isinstance(older, dict) and older["message"] == "superseded by a newer request"

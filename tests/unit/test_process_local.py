@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cards.settings import Settings
-from worker.gateway import MIN_KEPT_CONNECTIONS, PooledHTTPXClient, StripeGateway
 from worker.process_local import per_process
+from worker.stripe_api import MIN_KEPT_CONNECTIONS, PooledHTTPXClient, StripeApi
 
 
 def test_racing_threads_build_one_object() -> None:
@@ -33,7 +33,7 @@ def test_racing_threads_build_one_object() -> None:
     assert all(g is got[0] for g in got)
 
 
-def kept_connections(gateway: StripeGateway) -> int:
+def kept_connections(gateway: StripeApi) -> int:
     assert gateway._client is not None
     http = gateway._client._requestor._client
     assert isinstance(http, PooledHTTPXClient) and http._client is not None
@@ -43,8 +43,8 @@ def kept_connections(gateway: StripeGateway) -> int:
 
 def test_stripe_client_keeps_a_connection_per_concurrent_call() -> None:
     settings = Settings(stripe_api_key="sk_test_unit_0123456789", worker_concurrency=64)
-    assert kept_connections(StripeGateway.from_settings(settings)) == 64
+    assert kept_connections(StripeApi.from_settings(settings)) == 64
     small = Settings(stripe_api_key="sk_test_unit_0123456789", worker_concurrency=2)
-    assert kept_connections(StripeGateway.from_settings(small)) == max(
+    assert kept_connections(StripeApi.from_settings(small)) == max(
         MIN_KEPT_CONNECTIONS, small.bulk_threads
     )

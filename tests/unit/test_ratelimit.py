@@ -12,12 +12,16 @@ from cards.envelope import SUCCESS_MESSAGE
 from cards.jobs import validate_job
 from cards.ratelimits import limit_for, parse_rate_limits
 from harness.processes import wait_for
+from tests.unit.pipelines import JobRunner
 from tests.unit.test_runner import ScriptedGateway
+from worker.attempts import SetDefaultCard
 from worker.errors import StripeLockTimeout, StripeRateLimited
 from worker.jobstate import JobStateStore
+from worker.middleware.budget import Budget
+from worker.middleware.retries import Retries
+from worker.pipeline import RetryLater
 from worker.ratelimit import Permit, RedisRateLimiter, limiter_key
 from worker.retries import RetryPolicy
-from worker.runner import RetryLater, SetDefaultCardRunner
 
 
 @pytest.mark.parametrize(
@@ -131,15 +135,15 @@ class FixedLimiter(RedisRateLimiter):
 
 def make(
     limiter: RedisRateLimiter, script: list[Any], slept: list[float]
-) -> tuple[SetDefaultCardRunner, ScriptedGateway]:
+) -> tuple[JobRunner, ScriptedGateway]:
     gateway = ScriptedGateway(script)
-    runner = SetDefaultCardRunner(
-        gateway,
-        JobStateStore(fakeredis.FakeRedis()),
-        RetryPolicy(max_attempts=5, backoff_seconds=1, backoff_max_seconds=10, window_seconds=600),
-        limiter=limiter,
-        rates=parse_rate_limits("cards=10"),
-        sleep=slept.append,
+    policy = RetryPolicy(
+        max_attempts=5, backoff_seconds=1, backoff_max_seconds=10, window_seconds=600
+    )
+    runner = JobRunner(
+        SetDefaultCard(gateway),
+        Budget(limiter, parse_rate_limits("cards=10"), policy, sleep=slept.append),
+        Retries(JobStateStore(fakeredis.FakeRedis()), policy),
     )
     return runner, gateway
 
@@ -147,7 +151,7 @@ def make(
 def test_runner_sleeps_for_its_token_then_calls_stripe() -> None:
     slept: list[float] = []
     runner, gateway = make(FixedLimiter(True, 0.3), [], slept)
-    outcome = runner.run(JOB, "job-1", first_delivery=True, budget=runner.budget("cards", None))
+    outcome = runner.run(JOB, "job-1", first_delivery=True)
     assert isinstance(outcome, dict) and outcome["message"] == SUCCESS_MESSAGE
     assert slept == [0.3]
     assert len(gateway.writes) == 1
@@ -156,15 +160,17 @@ def test_runner_sleeps_for_its_token_then_calls_stripe() -> None:
 def test_runner_requeues_a_long_wait_without_calling_stripe() -> None:
     slept: list[float] = []
     runner, gateway = make(FixedLimiter(False, 2.4), [], slept)
-    outcome = runner.run(JOB, "job-1", first_delivery=True, budget=runner.budget("cards", None))
+    outcome = runner.run(JOB, "job-1", first_delivery=True)
     assert outcome == RetryLater(3, "rate_limiter")
     assert slept == []
     assert gateway.writes == []
 
 
-def test_unlimited_queue_has_no_budget() -> None:
-    runner, _ = make(FixedLimiter(False, 9), [], [])
-    assert runner.budget("other-queue", None) is None
+def test_a_queue_without_a_limit_never_asks_the_limiter() -> None:
+    runner, gateway = make(FixedLimiter(False, 9), [], [])
+    outcome = runner.run(JOB, "job-1", first_delivery=True, queue="other-queue")
+    assert isinstance(outcome, dict) and outcome["status"] is True
+    assert len(gateway.writes) == 1
 
 
 @pytest.mark.parametrize(
@@ -173,6 +179,6 @@ def test_unlimited_queue_has_no_budget() -> None:
 def test_only_a_rate_limit_429_slows_the_limiter(error: Exception, throttles: int) -> None:
     limiter = FixedLimiter(True, 0)
     runner, _ = make(limiter, [error], [])
-    outcome = runner.run(JOB, "job-1", first_delivery=True, budget=runner.budget("cards", None))
+    outcome = runner.run(JOB, "job-1", first_delivery=True)
     assert isinstance(outcome, RetryLater)
     assert limiter.throttles == throttles

@@ -9,6 +9,8 @@ import pytest
 
 from cards.envelope import SUCCESS_MESSAGE, ErrorKind
 from cards.jobs import SetDefaultCardJob, validate_job
+from tests.unit.pipelines import JobRunner
+from worker.attempts import SetDefaultCard, already_applied
 from worker.errors import (
     Misconfigured,
     NoSuchCustomer,
@@ -17,16 +19,17 @@ from worker.errors import (
     StripeRateLimited,
     StripeServerError,
 )
-from worker.gateway import StripeGateway
 from worker.idempotency import idempotency_key
 from worker.jobstate import JobStateStore
+from worker.middleware.retries import Retries
+from worker.pipeline import RetryLater
 from worker.retries import RetryPolicy
-from worker.runner import RetryLater, SetDefaultCardRunner, already_applied
+from worker.stripe_api import StripeApi
 
 JOB = validate_job({"userId": "cus_A1", "default_source": "card_B2", "job_id": "job-1"})
 
 
-class ScriptedGateway(StripeGateway):
+class ScriptedGateway(StripeApi):
     """Answers from a script; records every call."""
 
     def __init__(self, script: list[StripeCallError | None], current_default: str = "card_OLD"):
@@ -69,12 +72,12 @@ POLICY = RetryPolicy(max_attempts=4, backoff_seconds=1, backoff_max_seconds=60, 
 
 
 def make(
-    gateway: StripeGateway,
+    gateway: StripeApi,
     store: JobStateStore,
     clock: Clock | None = None,
     policy: RetryPolicy = POLICY,
-) -> SetDefaultCardRunner:
-    return SetDefaultCardRunner(gateway, store, policy, clock=clock or Clock())
+) -> JobRunner:
+    return JobRunner(SetDefaultCard(gateway), Retries(store, policy, clock or Clock()))
 
 
 def test_success_returns_the_customer_and_forgets_state(store: JobStateStore) -> None:
@@ -131,7 +134,7 @@ def test_misconfiguration_is_logged_loudly(
 def test_a_worker_without_a_key_reports_zero_attempts_and_says_why(
     store: JobStateStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    outcome = make(StripeGateway(None), store).run(JOB, "job-1", first_delivery=True)
+    outcome = make(StripeApi(None), store).run(JOB, "job-1", first_delivery=True)
     assert isinstance(outcome, dict) and outcome["data"]
     assert outcome["data"]["kind"] == ErrorKind.MISCONFIGURED
     assert outcome["data"]["attempts"] == 0

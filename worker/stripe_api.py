@@ -28,7 +28,7 @@ from cards.settings import Settings
 from worker.errors import InvalidRequest, NoApiKey, NoSuchCustomer, TransientError, classify
 from worker.metrics import STRIPE_CALL_SECONDS
 
-__all__ = ["PooledHTTPXClient", "StripeGateway", "is_card"]
+__all__ = ["PooledHTTPXClient", "StripeApi", "is_card"]
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ EXPAND: Final = ["sources"]
 #: ``MAX_LIST_PAGES`` pages, so a listing makes a bounded number of calls.
 LIST_PAGE_SIZE: Final = 100
 MAX_LIST_PAGES: Final = 10
-#: The customer :meth:`StripeGateway.probe` asks for; no Stripe id has this shape.
+#: The customer :meth:`StripeApi.probe` asks for; no Stripe id has this shape.
 PROBE_CUSTOMER: Final = "cus_cardsworkerbreakerprobe"
 #: httpx's own default of idle connections kept: the least a worker keeps.
 MIN_KEPT_CONNECTIONS: Final = 20
@@ -87,7 +87,7 @@ class PooledHTTPXClient(stripe.HTTPXClient):
         self._client = httpx.Client(verify=verify, limits=limits)
 
 
-class StripeGateway:
+class StripeApi:
     """Stripe calls for jobs. Each is timed (``cards_stripe_call_seconds``) and
     each failure is raised already classified."""
 
@@ -95,7 +95,7 @@ class StripeGateway:
         self._client = client
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> StripeGateway:
+    def from_settings(cls, settings: Settings) -> StripeApi:
         if settings.stripe_api_key is None:
             return cls(None)
         client = stripe.StripeClient(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from cards.jobs import validate_job
-from worker.checks import verdict
+from worker.dry_run import verdict
 
 CUSTOMER: dict[str, Any] = {
     "id": "cus_A",

@@ -94,4 +94,4 @@ def guarded(task: Task[Any, Any], app: Any, consumer: Any, **options: Any) -> Ca
 class GuardedTask(Task):  # type: ignore[type-arg]
     """The base of this worker's tasks: every message goes through :func:`guarded`."""
 
-    Strategy = "worker.strategy:guarded"
+    Strategy = "worker.malformed:guarded"
