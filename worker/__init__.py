@@ -1,20 +1,31 @@
-"""cards-worker's Celery worker: ``celery -A worker worker -l info``.
+"""cards-worker's Celery worker: ``celery -A worker worker``.
 
 Modules:
     app: the Celery application.
-    tasks: the ``cards.set_default_card`` task (Celery glue only).
-    companion: the seed API's companion tasks, ``cards.assign_card`` and ``cards.list_cards``.
-    runner: one attempt of a job, as decisions over the edges below.
+    tasks: the job tasks, Celery glue around each kind's pipeline.
+    pipeline: a job kind's attempt inside an ordered list of steps.
+    middleware: the pipeline's steps, one concern each (a package).
+    attempts: the Stripe attempt of each job kind that writes or lists.
+    dry_run: the ``cards.check_default_card`` kind (reads only) and its verdict.
+    batches: the ``cards.set_default_cards`` bulk batch task.
+    wiring: every shared object of a worker process, built once after the fork.
+    process_local: objects built once per process, after the fork.
+    stripe_api: the Stripe edge (official SDK).
     errors: what a Stripe failure means (pure classification).
-    retries: backoff and give-up policy (pure).
+    retry_policy: backoff and give-up policy (pure).
     idempotency: idempotency keys derived from job ids (pure).
-    gateway: the Stripe edge (official SDK).
     jobstate: per-job retry state in Redis.
+    ordering: customer locks and newest-request records in Redis.
+    ratelimit: the shared Stripe rate limiter in Redis.
+    breaker: stop consuming while Stripe refuses the worker's key or address.
     callbacks: the ``cards.deliver_callback`` task (signed callbacks).
     callback_policy: after one callback attempt, retry or not (pure).
-    webhook: the callback HTTP edge (SSRF-safe, drawbridge).
-    task_requests: request classes that keep customer data out of task events (Flower).
-    pool: an explicit ``-P prefork`` honoured, an unsized prefork pool one process per core.
+    webhook: the callback HTTP edge (SSRF-safe).
+    malformed: refuse malformed task messages before Celery parses them.
+    task_requests: request classes that keep customer data out of task events.
+    metrics: Prometheus metrics, served by the main process.
+    pool: an explicit ``-P prefork`` honoured, an unsized prefork pool sized per core.
+    security: refuse unsafe serializers.
 """
 
 from worker.app import app

@@ -18,7 +18,7 @@ __all__ = ["app"]
 # with email, name and phone. Job outcomes are logged by worker.tasks instead.
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
-# Each job logs one line of its own (worker.execution). The SDK's and httpx's
+# Each job logs one line of its own (worker.middleware.outcomes). The SDK's and httpx's
 # per-request INFO lines would double the log and, with a bulk batch's row
 # threads, queue every Stripe call on the log handler's lock.
 for _library in ("stripe", "httpx", "httpcore"):

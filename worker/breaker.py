@@ -1,24 +1,13 @@
 """A breaker for the worker's Stripe credentials and address: no job is burnt by a bad deploy.
 
-Without a key, with a key Stripe refuses (401/403), or with a ``STRIPE_API_BASE``
-that does not answer, every job a worker takes would fail or retry for an hour.
-So the worker's main process then stops taking jobs from its queues (its
-consumers are cancelled; the jobs stay queued for a healthy worker, or for this
-one), logs one CRITICAL line with the cause, sets
-``cards_stripe_breaker_open{cause}`` to 1, and probes every
-``CARDS_BREAKER_PROBE_SECONDS``; the first probe that succeeds takes the queues
-back (one WARNING line) and sets the gauge to 0.
-
-A probe (:meth:`worker.stripe_api.StripeApi.probe`) is one read of a customer
-that cannot exist: a 404 proves the key and the address. Stripe's transient
-trouble (429, 5xx) is not this breaker's business; jobs retry it themselves.
-
-The worker probes at start (and logs its Stripe base URL, never the key), when
-a job ends ``misconfigured`` or retries for want of a connection (the main
-process sees both in the job's event, :mod:`worker.task_requests`), and while
-the breaker is open; never twice within ``CARDS_BREAKER_PROBE_SECONDS``. Jobs
-that ended ``misconfigured`` before it opened are dead letters
-(:mod:`cards.deadletters`): ``cards dlq replay`` sends them again.
+Without a key, with a key Stripe refuses (401/403), or with a
+``STRIPE_API_BASE`` that does not answer, the main process stops consuming
+(the jobs stay queued), logs one CRITICAL line with the cause, sets
+``cards_stripe_breaker_open{cause}`` and probes every
+``CARDS_BREAKER_PROBE_SECONDS`` (one read of a customer that cannot exist: a 404
+proves key and address); the first good probe takes the queues back. Probes run
+at start, when a job ends ``misconfigured`` or lacks a connection, and while
+open. Details: docs/worker.md.
 """
 
 from __future__ import annotations

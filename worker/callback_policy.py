@@ -1,21 +1,10 @@
 """After one callback attempt: delivered, try again (when?), or give up. A pure function.
 
-Rules:
-
-- 2xx: delivered.
-- No answer (connection refused or reset, timeout, DNS failure), 429 and 5xx:
-  try again after the exponential backoff with full jitter, or after the
-  receiver's ``Retry-After`` (seconds or an HTTP date) when it sends one; both
-  capped (:attr:`cards.settings.Settings.callback_backoff_cap_seconds`, at most
-  half the visibility timeout).
-- 410 Gone: the receiver asks us to stop; stop.
-- 3xx: redirects are not followed (the new location was never checked
-  against the SSRF rules); a failure.
-- Any other 4xx (and anything else): the receiver refuses this callback; a
-  failure, not retried.
-- A refused destination (SSRF rules): a failure, never retried.
-- Give up once the attempts (``CARDS_CALLBACK_MAX_ATTEMPTS``) or the window
-  (``CARDS_CALLBACK_WINDOW_SECONDS``, from when the job finished) run out.
+2xx is delivered. No answer, 429 and 5xx are tried again after exponential
+backoff with full jitter, or the receiver's ``Retry-After``, both capped. 410,
+3xx (never followed), other 4xx and a refused destination are failures, not
+retried. It gives up once ``CARDS_CALLBACK_MAX_ATTEMPTS`` or
+``CARDS_CALLBACK_WINDOW_SECONDS`` run out. The table: docs/worker.md.
 """
 
 from __future__ import annotations
@@ -27,7 +16,7 @@ from email.utils import parsedate_to_datetime
 
 from cards.deliveries import DeliveryState
 from cards.settings import Settings
-from worker.retries import RetryPolicy
+from worker.retry_policy import RetryPolicy
 
 __all__ = ["AttemptOutcome", "Decision", "callback_retry_policy", "decide", "retry_after_seconds"]
 

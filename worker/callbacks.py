@@ -1,22 +1,12 @@
 """The ``cards.deliver_callback`` task: POST a finished job's envelope to its ``callback_url``.
 
-``cards.set_default_card`` queues it once the job's envelope is final (see
-:class:`worker.middleware.notify.Notify`). It is a task of its own so that a receiver that is
-down, slow or refusing only delays its callback: the Stripe call is never
-made again and the job's result never changes. Deliveries are at least once
-(a worker that dies mid-POST delivers again); receivers drop duplicates by
-``webhook-id``, the job id.
-
-Each attempt is signed afresh (:mod:`cards.signatures`), sent through the
-SSRF-safe edge (:mod:`worker.webhook`), judged by the pure
-:func:`worker.callback_policy.decide` and recorded in Redis
-(:mod:`cards.deliveries`). The task's own result, which Flower shows, is
-``{job_id, delivered, attempts, last_error}``: no customer data.
-
-Without a signing secret (``CARDS_CALLBACK_SECRETS``) nothing is sent: the
-delivery is recorded as failed with ``last_error`` starting ``misconfigured:``
-and 0 attempts, and logged as an error. An unsigned callback would be
-unverifiable, and a receiver that accepts one is a receiver anyone can fool.
+Queued by :class:`worker.middleware.notify.Notify` once a job's answer is
+final, so a slow or refusing receiver only delays its callback: Stripe is never
+called again and the job's result never changes. At least once (receivers drop
+duplicates by ``webhook-id``, the job id); each attempt signed afresh
+(:mod:`cards.signatures`), sent through :mod:`worker.webhook`, judged by
+:mod:`worker.callback_policy`, recorded in :mod:`cards.deliveries`. Without a
+signing secret nothing is sent and the record says ``misconfigured``.
 """
 
 from __future__ import annotations

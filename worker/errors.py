@@ -1,20 +1,12 @@
 """What a Stripe failure means for a job: one exception class per meaning.
 
-:func:`classify` is a pure function from an exception raised by the ``stripe``
-SDK to one of the classes below. The task only asks two questions of the
-result: is it :class:`TransientError` (retry later, same job) or
-:class:`PermanentError` (answer ``status: false`` now)? And, for a transient
-error, :attr:`TransientError.response_saved`: did Stripe store this answer
-under our idempotency key, so that repeating the key would only replay it?
-
-Rules (from Stripe's docs, see ``../shared/reference``):
-
-- Retried: connection errors and timeouts, 429 (``rate_limit`` and
-  ``lock_timeout``), 409, ``token_in_use`` (a concurrent request holds the
-  token), and 5xx.
-- Permanent: 400/404 invalid requests, 402 card errors, ``idempotency_error``.
-- 401/403: the worker is misconfigured (bad or restricted key).
-- A ``Stripe-Should-Retry`` header, when present, overrides the status code.
+:func:`classify` is a pure function from an exception of the ``stripe`` SDK to
+one of the classes below: :class:`TransientError` (retry later, same job;
+``response_saved`` says whether Stripe stored the answer under our idempotency
+key) or :class:`PermanentError` (answer ``status: false`` now). Retried:
+connection errors, timeouts, 429, 409, ``token_in_use`` and 5xx. Permanent:
+400/404, 402, ``idempotency_error``; 401/403 mean the worker is misconfigured.
+A ``Stripe-Should-Retry`` header overrides the status code. Rules: docs/worker.md.
 """
 
 from __future__ import annotations

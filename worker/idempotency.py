@@ -8,7 +8,7 @@ The *generation* exists for one case: Stripe saves a 5xx under the key once the
 endpoint started executing, and replays that 5xx to every repeat for 24 hours.
 After such an answer the job reconciles (re-reads the customer) and, if the
 change is not there, writes again under the next generation's key. See
-:mod:`worker.runner`.
+:mod:`worker.attempts`.
 """
 
 from __future__ import annotations

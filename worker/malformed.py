@@ -1,17 +1,11 @@
 """Malformed task messages are refused before Celery parses them.
 
-Celery's message handling assumes a well-formed protocol-2 message: an ``id``
-header and an ``[args, kwargs, embed]`` body. Anything else (``null``, a
-number, a two-element list, a non-object ``kwargs``) raises inside the
-worker's main process, and Celery stops the whole worker with "Unrecoverable
-error". Any producer, in any language, can send such a message by name.
-
-:func:`guarded` wraps Celery's default strategy: it checks the message with
-the pure :func:`message_problem` and refuses a bad one as an invalid task
-(Celery logs it and drops it) after storing a ``status: false`` envelope
-under its task id, so its sender gets an answer. A message that still fails
-inside Celery's handler is refused the same way instead of stopping the worker.
-Only protocol 2 (Celery 4 and later) is accepted.
+A message that is not a well-formed protocol-2 message (an ``id`` header, an
+``[args, kwargs, embed]`` body) would otherwise stop the whole worker with
+"Unrecoverable error". :func:`guarded` wraps Celery's default strategy, checks
+each message with the pure :func:`message_problem`, and refuses a bad one as
+an invalid task after storing a ``status: false`` envelope under its task id,
+so its sender gets an answer. Details: docs/worker.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """Prometheus metrics from the workers, correct under the prefork pool.
 
 Each pool process counts in its own memory-mapped files under
-``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode); the
-worker's main process serves the sum of all of them on ``/metrics``
-(``CARDS_METRICS_PORT``; 0, the default, serves nothing). The directory must be
-chosen before any metric value exists: the main process chooses it when the
-worker starts, before the pool forks (see :func:`_count_in_files`).
-
-Parameters:
-    CARDS_METRICS_PORT: port of the main process's ``/metrics``; 0 = off.
-    CARDS_METRICS_ADDRESS: address it binds (default 127.0.0.1).
-    PROMETHEUS_MULTIPROC_DIR: where processes keep their counts; a fresh
-        temporary directory per worker when unset.
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode; a fresh
+temporary directory per worker when unset); the main process serves their sum
+on ``/metrics`` at ``CARDS_METRICS_ADDRESS``:``CARDS_METRICS_PORT`` (0, the
+default, serves nothing). The directory is chosen when the worker starts,
+before the pool forks and before any metric value exists.
 """
 
 from __future__ import annotations

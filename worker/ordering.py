@@ -1,30 +1,13 @@
-"""Newest request wins, one writer per customer.
+"""Newest request wins, one writer per customer: the rules and their Redis edge.
 
-Two requests for one customer can reach two workers in the wrong order: a
-customer switches cards twice in a second, or a migration job queued an hour
-ago lands after the customer picked a new card in the app. Two rules keep the
-newer request in place:
-
-- **One writer per customer.** A job holds a Redis lock on its customer
-  (``SET NX PX``, released by compare-and-delete) for the length of its
-  attempt, so at most one write per customer is in flight across all workers,
-  which also avoids Stripe's ``lock_timeout``. The lock expires on its own if
-  its holder dies, after ``lock_seconds``. A job that finds the lock taken goes
-  back to the queue for a moment, holding no worker slot.
-- **Newest request wins.** Under the lock, the job compares its
-  ``requested_at`` with the newest request already applied to that customer.
-  An older one is not sent to Stripe: it ends "superseded by a newer request",
-  naming the newer job. Equal times are ordered by job id, so the outcome does
-  not depend on which worker ran first. A job sent without ``requested_at`` (a
-  raw Celery message) counts as requested when a worker first runs it.
-
-The record of the newest request lives ``max_job_age`` plus an hour; a job
-older than ``max_job_age`` is refused as stale, since the record it would be
-compared with may be gone.
-
-Parameters:
-    lock_seconds: how long a customer lock lives if its holder never releases it.
-    max_job_age_seconds: jobs requested longer ago than this are refused as stale.
+One writer: a job holds a Redis lock on its customer (``SET NX PX``, released
+by compare-and-delete, expiring after ``lock_seconds``) for its attempt.
+Newest wins: under the lock, a request older than the newest one applied to
+the customer ends "superseded" without a Stripe call; equal times are ordered
+by job id. A job without ``requested_at`` counts as requested when first run.
+The newest-request record lives ``max_job_age`` plus an hour, so older jobs
+are refused as stale. The step is :mod:`worker.middleware.customer_order`;
+details: docs/worker.md.
 """
 
 from __future__ import annotations

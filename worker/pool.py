@@ -1,15 +1,10 @@
 """The pool a worker runs when its command line names none, or names prefork.
 
 ``CARDS_WORKER_POOL`` / ``CARDS_WORKER_CONCURRENCY`` (threads, 64) make the
-plain command run threads that wait for Stripe. Two Celery behaviours then
-need correcting at ``worker_init``, before the pool is built:
-
-- Celery reads ``-P prefork`` as "the default" and replaces it with the
-  configured ``worker_pool``: a bulk worker started with ``-P prefork`` would
-  run threads. An explicit ``-P prefork`` (or ``processes``) is honoured.
-- Celery applies ``worker_concurrency`` to whatever pool runs, so prefork
-  without ``-c`` would fork 64 processes (about 85 MB each). A prefork pool
-  whose size nobody chose gets one process per core, Celery's own default.
+plain command run threads that wait for Stripe. At ``worker_init`` an explicit
+``-P prefork`` is honoured (Celery would read it as "the default" and run the
+configured pool), and a prefork pool whose size nobody chose gets one process
+per core rather than ``worker_concurrency``. Details: docs/worker.md.
 """
 
 from __future__ import annotations

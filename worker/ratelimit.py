@@ -1,26 +1,12 @@
 """One Stripe rate limit shared by every worker process on every host, in Redis.
 
-A Celery task's ``rate_limit`` is per worker; Stripe's limits are per account.
-So the budget lives in Redis, as a token bucket per (queue, Stripe account)
-updated atomically by Lua scripts that read Redis's own clock (``TIME``), so
-hosts need not agree on the time.
-
-Adaptive (AIMD): when Stripe answers 429 ``rate_limit`` anyway (live traffic
-shares the account's budget), :meth:`RateLimiter.throttled` halves the rate;
-it then climbs back linearly to the configured rate over ``recovery_seconds``.
-
-A job that would wait longer than ``max_wait_seconds`` for its token does not
-wait in its worker slot: :meth:`RateLimiter.acquire` answers "defer", takes no
-token, and the job goes back to the queue with a countdown (see
-:mod:`worker.runner`). Shorter waits reserve a token and sleep, which keeps a
-paced stream of jobs exactly on budget.
-
-Parameters:
-    burst_seconds: the bucket holds this many seconds of tokens (at least one).
-    max_wait_seconds: longest in-slot wait for a token; longer waits are deferred.
-    recovery_seconds: time to climb from a throttled rate back to the full rate.
-    MIN_RATE_FRACTION: a throttled rate never drops below this share of the full rate.
-    THROTTLE_FACTOR: multiplicative decrease on each 429.
+A token bucket per (queue, Stripe account), updated atomically by Lua scripts
+on Redis's own clock. Adaptive: a 429 ``rate_limit`` halves the rate
+(:meth:`RateLimiter.throttled`), which climbs back over ``recovery_seconds``.
+A job that would wait longer than ``max_wait_seconds`` takes no token and goes
+back to the queue; shorter waits reserve a token and sleep, which keeps a
+paced stream exactly on budget (see :mod:`worker.middleware.budget`).
+Parameters and design: docs/worker.md.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """The callback edge: the only module that sends HTTP to a job's ``callback_url``.
 
-It uses drawbridge, an SSRF-safe wrapper of httpx. For every request it
-resolves the host once, checks *every* address against the rules, and then
-connects to the checked address itself (the URL is rewritten to the IP; the
-Host header and TLS SNI keep the name). A DNS answer that changes between the
-producer's check and this one (rebinding) is therefore judged again, and the
-address judged is the address connected to. Redirects are not followed,
-proxies from the environment are ignored, keep-alive is off, and the response
-body is never read.
-
-The rules are :mod:`cards.destinations`' own: its table is drawbridge's
-blocklist, its allowlist drawbridge's ``ip_allowlist``, per port: a URL's
-port picks the client whose ``ip_allowlist`` holds the networks allowlisted
-at that port. An allowlisted host *name* and port gets a policy that allows
-private addresses (but never a cloud metadata address). Any port of a public
-address is allowed: the address rules keep callbacks out of the internal network.
+Through drawbridge (SSRF-safe httpx): every request resolves the host once,
+checks every address against :mod:`cards.destinations`' rules and connects to
+the checked address itself, so a DNS rebinding is judged again. No redirects,
+no proxies from the environment, no keep-alive, the response body never read.
+Details: docs/worker.md.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from worker.ordering import CustomerGuard
 from worker.pipeline import JobKind, Pipeline, Step
 from worker.process_local import per_process
 from worker.ratelimit import RedisRateLimiter
-from worker.retries import RetryPolicy
+from worker.retry_policy import RetryPolicy
 from worker.stripe_api import StripeApi
 from worker.webhook import CallbackSender
 

@@ -16,7 +16,7 @@ from worker.callback_policy import (
     decide,
     retry_after_seconds,
 )
-from worker.retries import RetryPolicy
+from worker.retry_policy import RetryPolicy
 
 NOW = 1_700_000_000.0
 POLICY = RetryPolicy(max_attempts=5, backoff_seconds=2, backoff_max_seconds=60, window_seconds=600)

@@ -25,7 +25,7 @@ from worker.idempotency import ASSIGN_KEY_PREFIX, idempotency_key
 from worker.jobstate import JobStateStore
 from worker.middleware.retries import Retries
 from worker.pipeline import RetryLater
-from worker.retries import RetryPolicy
+from worker.retry_policy import RetryPolicy
 from worker.stripe_api import StripeApi, is_card
 
 ASSIGN = {"userId": "cus_A1", "source": "tok_visa", "job_id": "job-1"}

@@ -24,7 +24,7 @@ from worker.ordering import (
     is_superseded,
 )
 from worker.pipeline import RetryLater
-from worker.retries import RetryPolicy
+from worker.retry_policy import RetryPolicy
 
 T0 = 1_700_000_000.0
 

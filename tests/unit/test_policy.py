@@ -7,7 +7,7 @@ import pytest
 from cards.envelope import SUCCESS_MESSAGE, ErrorKind, failure, success
 from cards.settings import Settings
 from worker.idempotency import idempotency_key
-from worker.retries import RetryPolicy
+from worker.retry_policy import RetryPolicy
 
 
 def test_key_is_a_function_of_job_id_and_generation() -> None:

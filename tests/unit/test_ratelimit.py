@@ -21,7 +21,7 @@ from worker.middleware.budget import Budget
 from worker.middleware.retries import Retries
 from worker.pipeline import RetryLater
 from worker.ratelimit import Permit, RedisRateLimiter, limiter_key
-from worker.retries import RetryPolicy
+from worker.retry_policy import RetryPolicy
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from worker.idempotency import idempotency_key
 from worker.jobstate import JobStateStore
 from worker.middleware.retries import Retries
 from worker.pipeline import RetryLater
-from worker.retries import RetryPolicy
+from worker.retry_policy import RetryPolicy
 from worker.stripe_api import StripeApi
 
 JOB = validate_job({"userId": "cus_A1", "default_source": "card_B2", "job_id": "job-1"})

@@ -21,7 +21,7 @@ from worker.errors import StripeRateLimited
 from worker.metrics import RATE_LIMITER_WAIT
 from worker.pipeline import Attempted, JobCall, Outcome, RetryLater, Step
 from worker.ratelimit import RateLimiter, limiter_key
-from worker.retries import RetryPolicy
+from worker.retry_policy import RetryPolicy
 
 __all__ = ["Budget"]
 

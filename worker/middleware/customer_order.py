@@ -21,7 +21,7 @@ import redis
 from cards.envelope import ErrorKind, failure
 from worker.ordering import AppliedRequest, Guard, customer_key, is_stale, is_superseded
 from worker.pipeline import Attempted, JobCall, Outcome, RetryLater, Step
-from worker.retries import RetryPolicy
+from worker.retry_policy import RetryPolicy
 
 __all__ = ["CUSTOMER_BUSY_COUNTDOWN_SECONDS", "CustomerOrder"]
 

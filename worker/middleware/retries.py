@@ -20,7 +20,7 @@ from cards.envelope import ErrorKind, failure
 from worker.errors import Misconfigured, NoApiKey, PermanentError, TransientError
 from worker.jobstate import JobStateStore
 from worker.pipeline import Answer, Attempted, JobCall, Outcome, RetryLater, Step
-from worker.retries import RetryPolicy
+from worker.retry_policy import RetryPolicy
 
 __all__ = ["Retries"]
 
