@@ -23,7 +23,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cards.destinations import Allowlist
-from cards.ratelimits import parse_rate_limits
+from cards.rate_table import parse_rate_limits
 from cards.signatures import check_secret
 
 __all__ = [

@@ -132,7 +132,7 @@ def _serve(argv: Sequence[str]) -> int:
 
 
 def _seed(argv: Sequence[str]) -> int:
-    from .admin import EmulatorAdmin
+    from .admin_client import EmulatorAdmin
 
     args = _seed_parser().parse_args(argv)
     with EmulatorAdmin(args.url) as admin:

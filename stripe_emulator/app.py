@@ -49,8 +49,8 @@ from aiohttp import web
 
 from . import forms, ids
 from . import params as P
+from .admin_api import register_admin_routes
 from .config import EXPONENTIAL_JITTER_CAP, EmulatorConfig
-from .control import register_control_routes
 from .endpoints import ROUTES, Call, Route
 from .errors import (
     StripeError,
@@ -513,5 +513,5 @@ def build_app(emulator: Emulator) -> web.Application:
     for route in ROUTES:
         app.router.add_route(route.method, route.template, emulator.handler_for(route))
     app.router.add_route("*", "/v1/{tail:.*}", emulator.unrecognized)
-    register_control_routes(app, emulator)
+    register_admin_routes(app, emulator)
     return app

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import READY_PREFIX
-from .admin import EmulatorAdmin
+from .admin_client import EmulatorAdmin
 
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 15.0
 DEFAULT_STOP_TIMEOUT_SECONDS = 5.0

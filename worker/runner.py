@@ -33,7 +33,7 @@ import redis
 
 from cards.envelope import Envelope, ErrorKind, failure, success
 from cards.jobs import SetDefaultCardJob, TargetField
-from cards.ratelimits import RateTable, limit_for
+from cards.rate_table import RateTable, limit_for
 from cards.redaction import redact_customer
 from worker.errors import (
     Misconfigured,

@@ -231,7 +231,7 @@ def _guarded(handler: AdminHandler) -> AdminHandler:
     return wrapper
 
 
-def register_control_routes(app: web.Application, emulator: Emulator) -> None:
+def register_admin_routes(app: web.Application, emulator: Emulator) -> None:
     app[EMULATOR_KEY] = emulator
 
     def add(method: str, path: str, handler: AdminHandler) -> None:
