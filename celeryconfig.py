@@ -33,7 +33,7 @@ _urls = celery_url_config(
 )
 
 broker_url: str = _urls["broker_url"]
-# Our transport (cards/transport.py says what it changes and why), for
+# Our transport (docs/transport.md says what it changes and why), for
 # redis://, rediss:// and sentinel:// URLs.
 broker_transport: str = _urls["broker_transport"]
 if urlsplit(broker_url).scheme == "rediss" and "ssl_cert_reqs" not in urlsplit(broker_url).query:

@@ -1,22 +1,12 @@
 """Dead letters: jobs that failed only because of a cause outside the job.
 
-A transient cause outlasted their retries (Stripe was down, or rate limits held
-for longer than the retry window), or the worker was misconfigured (no Stripe
-key, a key Stripe refused). Such a job is not wrong, only unlucky, so it is
-kept with its original fields and can be replayed once the cause is gone. A
-replay reuses the job id: the same idempotency key, so a write Stripe already
-applied is not applied again.
-
-Layout in Redis (shared by the worker, which adds, and the ``cards dlq``
-command, which lists, replays and purges):
-
-- ``cards:dlq:entries``: hash, job id → JSON entry ``{job_id, job, envelope, failed_at}``;
-- ``cards:dlq:order``: sorted set, job id scored by failure time, for listing oldest first.
-
-Each new letter drops the letters older than ``CARDS_DEAD_LETTER_TTL_SECONDS`` and
-the oldest beyond ``CARDS_DEAD_LETTER_MAX_ENTRIES``, and gives both keys that TTL:
-the store never grows without bound. A letter holds the job's ids and the
-failure envelope, never customer data.
+A transient cause outlasted their retries, or the worker was misconfigured: such a job
+is not wrong, only unlucky, so it is kept with its original fields and can be replayed
+once the cause is gone, under the same job id (the same idempotency key, so a write
+Stripe already applied is not applied again). The worker adds letters; ``cards dlq``
+lists, replays and purges them. Invariants: the store never grows without bound (a
+TTL and a maximum count), and a letter holds ids and the failure envelope, never
+customer data. Redis layout: ``docs/internals.md``.
 """
 
 from __future__ import annotations

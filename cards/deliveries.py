@@ -1,30 +1,12 @@
 """A job's callback: what it carries, and the record of its delivery in Redis.
 
-The body is ``{"job_id", "status", "message", "data"}``: the envelope and the
-job id, as compact JSON (:func:`callback_body`). It is delivered by the task
-``cards.deliver_callback`` with task id ``<job_id>:callback``.
-
-The delivery record is written by the worker and read by producers.
-
-One hash per job, ``cards:callback:<job_id>``, with the same lifetime as
-results (``CARDS_RESULT_EXPIRES_SECONDS``):
-
-``state``
-    ``pending`` (queued, or waiting for its next attempt), ``delivered`` or
-    ``failed`` (gave up, refused, or misconfigured; see ``last_error``);
-``attempts``
-    HTTP attempts made (0: nothing was sent);
-``last_error``
-    why the last attempt did not deliver (``HTTP 503``, ``refused: …``,
-    ``misconfigured: …``), empty once delivered;
-``last_status``
-    the receiver's last HTTP status, if it answered;
-``delivered_at`` / ``updated_at``
-    Unix times.
-
-It lives beside the job's envelope, never inside it: a callback's fate does
-not change the job's result. It holds no customer data and no URL (a URL
-may carry a token).
+The body is ``{"job_id", "status", "message", "data"}``: the envelope and the job id,
+as compact JSON (:func:`callback_body`), delivered by the task
+``cards.deliver_callback`` with task id ``<job_id>:callback``. The delivery record,
+one hash per job (``cards:callback:<job_id>``, living as long as results), is written
+by the worker and read by producers. It lives beside the job's envelope, never inside
+it: a callback's fate does not change the job's result. It holds no customer data and
+no URL (a URL may carry a token). The record's fields: ``docs/internals.md``.
 """
 
 from __future__ import annotations

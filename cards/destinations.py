@@ -1,28 +1,13 @@
 """Where a callback may be sent: the SSRF rules, shared by producers and the worker.
 
-A ``callback_url`` comes from whoever enqueued the job, and the worker POSTs to
-it from inside our network. Without rules it could reach Redis, a cloud
-metadata service or an admin port on a private address. So:
-
-- only ``http``/``https``, with a host and without credentials in the URL;
-- every address the host resolves to must be public. Loopback, private
-  (RFC 1918, CGNAT, ULA), link-local, multicast, reserved, documentation,
-  unspecified, and IPv6 forms that embed an IPv4 address (6to4, NAT64) are
-  refused; an IPv4-mapped IPv6 address is judged as the IPv4 address it maps;
-- unless the operator allowlists them (``CARDS_CALLBACK_ALLOWED_HOSTS``): a
-  host name (then any address it resolves to) or an address or CIDR block,
-  each with a port (``hooks.internal:8443``, ``[fd00::1]:8080``,
-  ``10.0.0.0/8:9000``); an entry without a port allows 80 and 443 only, so an
-  allowlisted address never opens its Redis, Flower or gateway port;
-- cloud metadata addresses are refused even then, and an allowlist entry that
-  covers one is refused when the settings are read.
-
-The producer checks at enqueue (:func:`check_destination`, resolving the
-host), for a clear error before anything is queued. The worker checks again
-when it sends, through drawbridge with :data:`BLOCKED_NETWORKS` as its
-blocklist, against the address it actually connects to (DNS rebinding).
-
-Everything here is pure except :func:`resolve`, the default resolver.
+A ``callback_url`` comes from whoever enqueued the job and is POSTed from inside our
+network, so only ``http``/``https`` URLs without credentials whose every address is
+public pass, unless the operator allowlists a host, address or CIDR block with a port
+(``CARDS_CALLBACK_ALLOWED_HOSTS``); cloud metadata addresses are refused even then.
+The producer checks at enqueue (:func:`check_destination`); the worker checks again
+against the address it connects to (drawbridge, :data:`BLOCKED_NETWORKS`). Everything
+here is pure except :func:`resolve`, the default resolver. The rules in full:
+``docs/internals.md``.
 """
 
 from __future__ import annotations

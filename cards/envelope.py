@@ -1,18 +1,11 @@
 """The result envelope ``{status, message, data}``: the seed API's response shape.
 
-Every job ends with exactly one envelope in the result backend, with Celery
-state SUCCESS, whether Stripe accepted the change or not. Consumers therefore
-read one shape and branch on ``status``.
-
-On success ``data`` is the customer object exactly as Stripe returned it. On
-failure ``data`` is a small error object, documented in the README:
-
-``kind``
-    What went wrong, one word from :class:`ErrorKind`.
-``code`` / ``param`` / ``request_id``
-    Stripe's error code, offending parameter and request id, when Stripe answered.
-``attempts``
-    How many Stripe calls this job made (0 when it never reached Stripe).
+Every job ends with exactly one envelope in the result backend, with Celery state
+SUCCESS, whether Stripe accepted the change or not, so consumers read one shape and
+branch on ``status``. On success ``data`` is the customer object exactly as Stripe
+returned it; on failure a small error object (``kind`` from :class:`ErrorKind`,
+Stripe's ``code``/``param``/``request_id``, ``attempts``), documented in the README
+and ``docs/internals.md``.
 """
 
 from __future__ import annotations

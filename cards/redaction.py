@@ -1,18 +1,12 @@
 """What task events, and so Flower and the worker's log, may show about a job.
 
-Celery puts a repr of each task's arguments in its ``task-sent`` and
-``task-received`` events and a repr of its return value in ``task-succeeded``.
-Here those are a job's fields and its envelope, whose ``data`` is the Stripe
-customer with email, name and phone; the callback task carries the envelope
-as an argument. Flower shows all of it to anyone who can open it.
-
-So events carry the job id instead of the arguments (producers set
-``argsrepr``/``kwargsrepr`` when they send, and the worker replaces them when
-it receives, for clients that do not) and ``{status, message}`` instead of the
-envelope; a bulk batch's events name its migration and row count. A job that
-ends ``status: false`` sends ``task-failed`` instead of ``task-succeeded``, so
-Flower counts and filters it as FAILURE. The result backend keeps the whole
-envelope, in state SUCCESS.
+Celery's task events carry a repr of a task's arguments and return value: here a
+job's fields and its envelope, whose ``data`` holds the customer's email, name and
+phone. So events carry the job id instead of the arguments and ``{status, message}``
+instead of the envelope; a bulk batch's events name its migration and row count. A
+job that ends ``status: false`` sends ``task-failed``, so Flower counts it as FAILURE;
+the result backend keeps the whole envelope, in state SUCCESS. Which event carries
+what, and who redacts it: ``docs/internals.md``.
 """
 
 from __future__ import annotations

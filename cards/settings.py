@@ -1,15 +1,11 @@
 """The one settings model: every knob, its environment variable and its default.
 
 Celery's own configuration (``celeryconfig.py``) reads from here, so a setting is
-defined exactly once. Each field's environment variable is ``CARDS_<FIELD>``
-unless an alias says otherwise (the Celery and Stripe variables keep the names
-users already know). The README's settings table mirrors this file.
-
-Secrets (the Stripe key, the gateway's API keys, the callback signing secrets,
-Flower's password) are ``SecretStr``: their ``repr`` and ``str`` print
-``**********``, so a settings object can be logged without leaking them, and
-validation errors never quote the input. A secret may also come from a file
-(``STRIPE_API_KEY_FILE``), as Docker and Kubernetes secrets are mounted.
+defined exactly once. Each field's environment variable is ``CARDS_<FIELD>`` unless an
+alias says otherwise (the Celery and Stripe variables keep their usual names); the
+README's settings table is generated from the field descriptions. Secrets are
+``SecretStr``, so a settings object can be logged without leaking them, and may come
+from a file (``STRIPE_API_KEY_FILE``). More: ``docs/internals.md``.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cards.destinations import Allowlist
-from cards.ratelimits import parse_rate_limits
+from cards.rate_table import parse_rate_limits
 from cards.signatures import check_secret
 
 __all__ = [

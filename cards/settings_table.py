@@ -4,10 +4,7 @@ Each row is the field's environment variable, its default and its description
 (:class:`cards.settings.Settings`), so the model is the one place a setting is
 documented. The README holds the table between :data:`START` and :data:`END`;
 ``tests/unit/test_settings_table.py`` fails when the two drift apart, and
-
-    python -m cards.settings_table --write README.md
-
-rewrites it (after adding or changing a setting, or merging branches that did).
+``python -m cards.settings_table --write README.md`` rewrites it.
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
 """Callback signatures, the Standard Webhooks way, through the ``standardwebhooks`` package.
 
-The worker signs every callback it sends; receivers verify with
-:func:`verify` (``producers.verify_callback``). Three headers carry it:
-
-``webhook-id``
-    the job id: the same for every attempt, so a receiver can drop duplicates;
-``webhook-timestamp``
-    when this attempt was signed, in Unix seconds; verification refuses one
-    more than five minutes away from the receiver's clock (the package's
-    tolerance), so a captured request cannot be replayed later;
-``webhook-signature``
-    ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, one per
-    configured secret, separated by spaces. During a rotation the worker signs
-    with the old and the new secret and each receiver accepts its own.
-
-Secrets are ``whsec_`` followed by base64 of at least 24 random bytes (the
-specification's recommendation).
+The worker signs every callback it sends; receivers verify with :func:`verify`
+(``producers.verify_callback``). Three headers carry it: ``webhook-id`` (the job id,
+the same on every attempt), ``webhook-timestamp`` (refused more than five minutes from
+the receiver's clock) and ``webhook-signature`` (one ``v1,`` HMAC-SHA256 per configured
+secret, so a rotation signs with old and new). Secrets are ``whsec_`` and base64 of at
+least 24 random bytes. Each header in full: ``docs/internals.md``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """``make smoke-stripe``: the whole pipeline against Stripe's test mode.
 
 With a secret test key (``STRIPE_API_KEY=sk_test_…`` or ``STRIPE_API_KEY_FILE``) it
-creates a customer with ``tok_visa`` and ``tok_mastercard``, makes each card the
-default through the pipeline (producer → private Redis → ``celery worker`` →
-Stripe), checks both the envelope and what Stripe then says, and deletes the
-customer, whatever happened. ``STRIPE_API_BASE`` points it elsewhere (the emulator,
-in tests).
-
-Without a test key it prints one line saying it skipped and why, and exits 0. A
-live key (``sk_live_…``, ``rk_live_…``) is refused (exit 2) before anything runs:
-this command creates and deletes customers. The key is never printed. The broker is
-always a private ``redis-server``, so no job can reach another deployment's workers.
+makes two new cards a new customer's default through the pipeline (producer →
+private Redis → ``celery worker`` → Stripe), checks the envelopes against what Stripe
+then says, and always deletes the customer. Without a test key it skips (exit 0); a
+live key is refused (exit 2) before anything runs. The key is never printed; the
+broker is always a private ``redis-server``. Step by step: ``docs/internals.md``.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """Command line: ``python -m stripe_emulator`` (console script ``stripe-emulator``).
 
-::
-
-    stripe-emulator [serve] [--host 127.0.0.1] [--port 12111] [--latency-ms MS]
-                    [--jitter-ms MS] [--jitter-distribution uniform|exponential]
-                    [--api-key KEY] [--seed N] [--rate-limit-global RPS]
-                    [--rate-limit-customer-update RPS] [--no-lock-timeout]
-                    [--fault KIND=RATE ...] [--fault-path "POST /v1/customers/{id}" ...]
-                    [--hang-seconds S] [--idempotency-ttl-seconds S] [--log-requests]
-    stripe-emulator seed [--url http://127.0.0.1:12111] [--customers 100]
-                    [--cards-per-customer 2] [--account acct_x] [--out customers.json]
-
-``serve`` is the default. It binds to loopback unless ``--host`` says otherwise, prints
+``serve`` (the default) binds to loopback unless ``--host`` says otherwise, prints
 ``STRIPE_EMULATOR_READY <url>`` on stdout when ready and exits 0 on SIGTERM/SIGINT.
 The API key may also come from ``STRIPE_EMULATOR_API_KEY`` (keeps it out of ``ps``).
 ``seed`` asks a running emulator to create customers and writes their ids as JSON.
+Usage: ``stripe-emulator --help`` and ``docs/emulator.md``.
 """
 
 from __future__ import annotations
@@ -132,7 +122,7 @@ def _serve(argv: Sequence[str]) -> int:
 
 
 def _seed(argv: Sequence[str]) -> int:
-    from .admin import EmulatorAdmin
+    from .admin_client import EmulatorAdmin
 
     args = _seed_parser().parse_args(argv)
     with EmulatorAdmin(args.url) as admin:

@@ -1,30 +1,11 @@
 """The aiohttp application: the /v1 request pipeline around the endpoint handlers.
 
-Every /v1 request goes through these steps, in this order (the order decides which
-refusal a client sees when several apply, and what gets saved):
-
-1. **count** it in the ledger (per customer named in the path or ``customer`` param);
-2. **authenticate**: ``Authorization: Bearer sk_test_...`` (or HTTP Basic with the key as
-   user name, as Stripe allows). With ``--api-key K`` only ``K`` passes; otherwise any
-   ``sk_test_`` key does. Failures are 401s that show the key masked, never whole;
-3. **account**: a ``Stripe-Account`` header must look like ``acct_...`` (403 otherwise);
-   data, idempotency keys and rate limits are all scoped by it;
-4. **rate limit** (global, then per-endpoint) -> 429 ``rate_limit``, nothing saved;
-5. **front-door faults** (see :mod:`stripe_emulator.faults`);
-6. **parameter validation** -> 400, nothing saved;
-7. **idempotency** (POST with ``Idempotency-Key``): replay, 400 ``idempotency_error``,
-   409 ``idempotency_key_in_use``, or claim the key;
-8. **customer lock** (writes that name a customer): a second concurrent write gets 429
-   ``lock_timeout`` unless ``lock_timeout`` is off; the claim is released, nothing saved;
-9. **execution faults**, then **latency** (the lock and the key claim are held while the
-   request "takes time", which is what makes concurrent writes and in-flight keys
-   observable), then **execution**, saving the answer under the key.
-
-Requests refused in steps 2-8 also wait the configured latency before their answer, so
-a refusal is never faster than a success (a client cannot spin on refusals).
-
-Per-request work is O(1) apart from parsing and rendering: no logging unless
-``log_requests`` is on, counters and one event dict per write.
+Every /v1 request goes through fixed steps, in this order: count, authenticate,
+account, rate limit, front-door faults, parameter validation, idempotency, customer
+lock, then execution faults, latency and execution (saving the answer under the
+key). The order decides which refusal a client sees and what gets saved; a refusal
+waits the configured latency too, so it is never faster than a success. Per-request
+work is O(1) apart from parsing and rendering. Each step: ``docs/emulator.md``.
 """
 
 from __future__ import annotations
@@ -49,8 +30,8 @@ from aiohttp import web
 
 from . import forms, ids
 from . import params as P
+from .admin_api import register_admin_routes
 from .config import EXPONENTIAL_JITTER_CAP, EmulatorConfig
-from .control import register_control_routes
 from .endpoints import ROUTES, Call, Route
 from .errors import (
     StripeError,
@@ -513,5 +494,5 @@ def build_app(emulator: Emulator) -> web.Application:
     for route in ROUTES:
         app.router.add_route(route.method, route.template, emulator.handler_for(route))
     app.router.add_route("*", "/v1/{tail:.*}", emulator.unrecognized)
-    register_control_routes(app, emulator)
+    register_admin_routes(app, emulator)
     return app

@@ -2,16 +2,9 @@
 
 Only what the emulator needs to build believable ``card`` sub-objects. The raw number
 never leaves this module's :class:`CardDetails` (responses carry ``last4`` and a
-fingerprint, like Stripe's).
-
-* Brands come from the number's prefix (IIN ranges), spelled as Stripe spells them on
-  Card/Source objects (``"Visa"``, ``"MasterCard"``...). PaymentMethods use the lowercase
-  codes in :data:`PM_BRANDS`.
-* A fingerprint is stable per number (Stripe's are per number *and* platform account; the
-  emulator keeps one per number, which is what tests comparing cards need).
-* The well-known test tokens (``tok_visa``...) and test payment methods (``pm_card_visa``...)
-  are accepted anywhere a token or payment method id is, and, as on Stripe, may be used
-  any number of times, each use minting a fresh card.
+fingerprint, like Stripe's). A fingerprint is stable per number; the test tokens
+(``tok_visa``...) and test payment methods (``pm_card_visa``...) may be used any number
+of times, each use minting a fresh card. Details: ``docs/emulator.md``.
 """
 
 from __future__ import annotations

@@ -1,28 +1,9 @@
 """Runtime knobs of the emulator, settable at start (CLI) and live (``/_emulator/config``).
 
-The JSON form (``GET /_emulator/config``) is::
-
-    {
-      "latency_ms": 0.0,              # added to every /v1 request
-      "jitter_ms": 0.0,               # extra random latency, see jitter_distribution
-      "jitter_distribution": "uniform",  # "uniform": U(0, jitter_ms);
-                                      # "exponential": mean jitter_ms, capped at 10x
-      "faults": {"error_500": 0.0, ...},  # probability per request, per kind
-      "fault_paths": ["POST /v1/customers/{id}"],  # routes random faults apply to
-      "rate_limit_global": 0.0,       # requests/s per account, all /v1 routes; 0 = off
-      "rate_limit_customer_update": 0.0,  # requests/s per account, POST /v1/customers/{id}
-      "lock_timeout": true,           # refuse concurrent writes to one customer (429)
-      "hang_seconds": 30.0,           # how long timeout_after_commit holds a connection
-      "idempotency_ttl_seconds": 86400.0,
-      "seed": null,                   # setting it re-seeds the fault and jitter RNGs
-      "log_requests": false,          # one stderr line per /v1 request
-      "capture_requests": false,      # keep each /v1 exchange for GET /_emulator/requests
-      "api_key_required": false       # read-only: whether --api-key was given
-    }
-
 ``POST /_emulator/config`` merges the given keys into the current config (unknown keys
 are refused); ``faults`` replaces the whole rate table, so ``{"faults": {}}`` turns
-random faults off. The sum of the fault rates must not exceed 1.
+random faults off. The sum of the fault rates must not exceed 1. The JSON form, key
+by key: ``docs/emulator.md``.
 """
 
 from __future__ import annotations

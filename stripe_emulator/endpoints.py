@@ -5,32 +5,8 @@ Each :class:`Route` pairs a schema (checked before execution, see
 account's :class:`~stripe_emulator.store.AccountData` and returns ``(status, json)`` or
 raises :class:`~stripe_emulator.errors.StripeError`. Errors raised by a handler happen
 "while executing" and are saved under the request's Idempotency-Key, like Stripe's.
-
-Error answers whose exact shape on Stripe is not confirmed, and what was picked:
-
-* default source not attached to the customer: 400 ``invalid_request_error``, code
-  ``resource_missing`` (*unconfirmed*: Stripe's message is known, its code is not
-  documented), param ``default_source``, message
-  ``Customer cus_X does not have a linked source with ID card_X.``;
-* ``invoice_settings[default_payment_method]`` not attached: 400
-  ``invalid_request_error``, code ``resource_missing`` (*unconfirmed*), param
-  ``invoice_settings[default_payment_method]``;
-* a source / payment method already attached elsewhere: 400 without a code
-  (*unconfirmed*);
-* a string longer than its ``maxLength`` in Stripe's published spec (``default_source``
-  500, ``email`` 512, ``name`` 256, ``phone`` 20, else 5000): 400
-  ``invalid_request_error`` naming the ``param``, without a code (*unconfirmed*),
-  before executing (nothing saved under the Idempotency-Key);
-* 409 ``idempotency_key_in_use`` and 429 ``lock_timeout`` messages paraphrase Stripe's;
-  ``lock_timeout`` carries ``Stripe-Should-Retry: true`` (*unconfirmed*; the official
-  SDK's retry logic names lock timeouts as the case for that header).
-
-Parameter tables list only what Stripe's published OpenAPI description lists (checked by
-``tests/emulator/test_spec_conformance.py``), apart from the ``source`` card hash that
-Stripe's docs describe and its spec leaves unvalidated.
-
-Routes beyond the brief (list/delete customers, detach, retrieve tokens/sources/payment
-methods) exist so SDK calls a worker might make do not hit "Unrecognized request URL".
+Parameter tables list only what Stripe's published OpenAPI description lists. Error
+shapes that are guesses, and the routes beyond the brief: ``docs/emulator.md``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """Stripe-shaped API errors.
 
 Every refusal the emulator sends is a :class:`StripeError`, rendered as Stripe renders
-errors::
-
-    {"error": {"type": ..., "code": ..., "message": ..., "param": ...,
-               "doc_url": ..., "request_log_url": ...}}
-
-``code``/``param``/``doc_url`` are only present when set, as in Stripe's responses.
-``request_log_url`` names the request that produced the error, so a replayed error keeps
-the original request's id (Stripe replays the original body verbatim).
-
-The constructors below carry the exact messages Stripe uses where they are known; the
-module docstring of :mod:`stripe_emulator.endpoints` lists the ones that are guesses.
+errors: ``{"error": {"type", "code", "message", "param", "doc_url", "request_log_url"}}``,
+``code``/``param``/``doc_url`` only when set. ``request_log_url`` names the request that
+produced the error, so a replayed error keeps the original request's id. The
+constructors carry Stripe's exact messages where they are known; the guesses are
+listed in ``docs/emulator.md``.
 """
 
 from __future__ import annotations

@@ -1,36 +1,12 @@
 """Injected faults: their kinds, random draws, and scripted queues.
 
-Kinds and what a faulted request experiences:
-
-================================  ========  =========  ===========================
-kind                              applied?  saved?     client sees
-================================  ========  =========  ===========================
-``error_500``                     no        yes        500 ``api_error``
-``error_500_after_commit``        yes       yes        500 ``api_error``
-``timeout_after_commit``          yes       yes (2xx)  nothing; the connection is held
-                                                       ``hang_seconds`` (or until the
-                                                       client leaves), then closed
-``rate_limit``                    no        no         429 ``rate_limit``
-``conflict_409``                  no        no         409 ``idempotency_key_in_use``
-``connection_reset``              no        no         TCP reset, no response
-``error_401``                     no        no         401 invalid API key
-``error_403``                     no        no         403 permission error
-================================  ========  =========  ===========================
-
-The last five are *front-door* faults: they hit before the idempotency layer, exactly
-like a real rate limit or auth failure, so they also hit a request that would have been
-a replay. The first three are *execution* faults: they only affect a request that
-actually executes (not a replay, not one refused by validation, idempotency or a lock).
-
-Scripted faults (``POST /_emulator/faults``) are queued per customer and consumed in
-order by matching requests: a front-door fault by the next matching request that passes
-authentication and rate limiting; an execution fault by the next matching request that
-executes (a replay does not consume it). While a customer has scripted faults queued, the
-random faults are not drawn for its requests, so a script runs deterministically.
-
-Random faults are drawn once per request to a route listed in ``fault_paths`` from a
-``random.Random`` seeded with ``--seed``; an execution fault drawn for a request that
-does not execute is dropped.
+*Front-door* faults (``rate_limit``, ``conflict_409``, ``connection_reset``,
+``error_401``, ``error_403``) hit before the idempotency layer and are never saved;
+*execution* faults (``error_500``, ``error_500_after_commit``, ``timeout_after_commit``)
+only affect a request that executes. Scripted faults are queued per customer and
+consumed in order; while a customer has some queued, no random fault is drawn for it,
+so a script runs deterministically. What each kind applies, saves and shows, and how
+draws and scripts are consumed: ``docs/emulator.md``.
 """
 
 from __future__ import annotations

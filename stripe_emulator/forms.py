@@ -1,24 +1,11 @@
 """Decoding of Stripe's form encoding (``application/x-www-form-urlencoded`` with brackets).
 
-The official SDKs flatten nested parameters into bracket notation::
-
-    invoice_settings[default_payment_method]=pm_x
-    metadata[order]=42
-    expand[0]=sources          (stripe-python always indexes arrays)
-    expand[]=sources           (accepted too: other clients append)
-
-:func:`decode` turns the flat pairs into nested ``dict``s whose leaves are ``str``.
-Arrays stay dicts keyed by the decimal index (``expand[]`` appends the next index);
-:mod:`stripe_emulator.params` turns them into lists only where the endpoint's schema says
-a list is expected, so a metadata key that happens to be ``"0"`` is not mangled.
-
-Choices:
-
-* a repeated scalar key keeps its last value (what Rack, Stripe's parser, does);
-* a key used both as a scalar and as a hash (``a=1&a[b]=2``) is refused with
-  ``Invalid hash`` on that parameter;
-* a key whose brackets do not balance (``a[b``) is kept whole as a parameter name, so it
-  later fails as an unknown parameter rather than being silently reinterpreted.
+:func:`decode` turns the SDKs' flat bracket pairs (``metadata[order]=42``,
+``expand[0]=sources``, ``expand[]=sources``) into nested ``dict``s whose leaves are
+``str``. Arrays stay dicts keyed by the decimal index; :mod:`stripe_emulator.params`
+turns them into lists only where a schema expects a list, so a metadata key ``"0"`` is
+not mangled. Malformed keys are refused or kept whole, never silently reinterpreted
+(the choices: ``docs/emulator.md``).
 """
 
 from __future__ import annotations

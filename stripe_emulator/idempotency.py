@@ -1,23 +1,12 @@
 """Stripe's idempotency layer for POST requests, keyed by ``(Stripe-Account, Idempotency-Key)``.
 
-Modelled on Stripe's documentation ("Idempotent requests"):
-
-* a result is saved once the endpoint *starts executing*, whatever its status, 500s
-  included; requests refused earlier (authentication, rate limiting, parameter
-  validation, a lock conflict) save nothing, so retrying them with the same key runs them;
-* a repeat of a saved request with the same method, path and parameters gets the saved
-  status and body back with ``Idempotent-Replayed: true`` (and ``Original-Request``
-  naming the first request) without running again;
-* the same key with a different method, path or parameters is refused with 400
-  ``idempotency_error`` (parameters are compared as the multiset of form pairs, so the
-  order in which they were encoded does not matter);
-* the same key while the first request is still executing is refused with 409
-  ``idempotency_key_in_use``, and nothing is saved for the refused request;
-* keys are forgotten ``idempotency_ttl_seconds`` (default 24 h) after first use.
-
-Bookkeeping is O(1) per request: entries sit in an insertion-ordered dict and expired ones
-are dropped from its front as new keys arrive. An entry that expires while still in
-flight is never purged from under its request (it is only dropped once completed).
+A result is saved once the endpoint *starts executing*, whatever its status; a repeat
+with the same method, path and parameters gets it back (``Idempotent-Replayed: true``)
+without running again; a different request under the same key gets 400
+``idempotency_error``, and one while the first still executes 409
+``idempotency_key_in_use``. Keys are forgotten ``idempotency_ttl_seconds`` after first
+use; an entry still in flight is never purged. Bookkeeping is O(1) per request. The
+rules in full: ``docs/emulator.md``.
 """
 
 from __future__ import annotations

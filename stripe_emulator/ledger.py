@@ -1,40 +1,10 @@
 """What the emulator saw and did, for exactly-once and pacing assertions.
 
-``GET /_emulator/ledger`` returns :meth:`Ledger.to_json`::
-
-    {
-      "requests_total": int,                 # every /v1 request
-      "requests_by_customer": {cus: int},    # every /v1 request naming the customer, in
-                                             # its path or its "customer" parameter, reads
-                                             # and refused requests included
-      "responses_by_status": {"200": int, ..., "none": int},  # "none": no HTTP answer
-      "writes_applied_total": int,           # executed writes that changed state
-      "writes_applied_by_key": {key: int},   # per Idempotency-Key; keys sent with a
-                                             # Stripe-Account are "acct_x:key"
-      "writes_applied_without_key": int,
-      "writes_applied_by_customer": {cus: int},
-      "replays_total": int,
-      "replays_by_key": {key: int},
-      "lock_timeouts": int,
-      "max_concurrent_writes_by_customer": {cus: int},
-      "faults_injected": {kind: int},
-      "events_total": int,                   # write events recorded since reset
-      "events_dropped": int,                 # beyond MAX_EVENTS (oldest kept)
-      "events": [ {                          # one per /v1 write request (POST/DELETE)
-          "request_id", "t_start", "t_end",  # wall-clock seconds (time.time())
-          "method", "path", "account", "customer", "idempotency_key",
-          "status",                          # HTTP status sent; null if none was
-          "applied", "replayed", "fault"} ]
-    }
-
-"Applied" means the write executed and changed state (a 2xx, or the
-``error_500_after_commit`` / ``timeout_after_commit`` faults). Replays, refusals and
-errors raised while executing (a 404 for a missing customer, say) are not applied. For
-``timeout_after_commit`` the event is recorded at commit time with ``status: null``, so a
-test need not wait for the held connection to close.
-
-Every update is a few dict increments; events are appended to a list capped at
-:data:`MAX_EVENTS`.
+``GET /_emulator/ledger`` returns :meth:`Ledger.to_json`: request, response, write,
+replay, lock-timeout and fault counters, and one event per /v1 write request (capped
+at :data:`MAX_EVENTS`, oldest kept). "Applied" means the write executed and changed
+state; replays, refusals and errors raised while executing are not applied. Every
+update is a few dict increments. The JSON form, field by field: ``docs/emulator.md``.
 """
 
 from __future__ import annotations

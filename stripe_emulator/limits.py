@@ -1,19 +1,11 @@
 """Rate limiting and per-customer write-concurrency tracking.
 
-Rate limits are token buckets, one per ``(limit name, Stripe-Account)``: capacity equals
-the per-second rate (at least 1) and tokens refill continuously at that rate. A client
-pacing at exactly the limit therefore never finds the bucket empty, even with some
-scheduling jitter, while a burst beyond one second's worth is refused. (A 1-second
-sliding window would refuse a paced client whose requests bunch up by a millisecond.)
-A refused request does not consume a token. Two limits exist: ``global`` (all /v1
-requests of an account) and ``customer_update`` (``POST /v1/customers/{id}``); a request
-that passes the first but not the second has still used a ``global`` token, as a
-layered limiter would.
-
-:class:`WriteTracker` counts the writes currently executing per ``(account, customer)``.
-It counts *attempts*: a write that arrives while another is executing raises the count
-(and the ledger's recorded maximum) even when it is then refused with ``lock_timeout``,
-so the maximum reports what clients did whether or not locking is enabled.
+Rate limits are token buckets, one per ``(limit name, Stripe-Account)``, holding one
+second's worth of tokens (at least 1) and refilling continuously, so a client pacing
+at exactly the limit is never refused; a refused request consumes no token. Limits:
+``global`` (all /v1 requests of an account), then ``customer_update``.
+:class:`WriteTracker` counts the write *attempts* executing per ``(account, customer)``,
+refused ones included. Why buckets and not a window: ``docs/emulator.md``.
 """
 
 from __future__ import annotations

@@ -2,24 +2,10 @@
 
 Validation is the step *before* an endpoint "starts executing" in Stripe's idempotency
 model: a request refused here is answered 400 and nothing is saved under its
-``Idempotency-Key`` (see :mod:`stripe_emulator.idempotency`).
-
-A schema is a mapping of parameter name to :class:`Param`. :func:`validate` walks the
-decoded form (:func:`stripe_emulator.forms.decode`) and returns cleaned values:
-
-* ``string``: ``str`` of at most ``max_length`` characters (Stripe's published
-  ``maxLength``; 5000 unless the field says less); an empty string is ``None``
-  ("unset") where the field is ``unsettable``, else ``parameter_invalid_empty``;
-* ``integer``: ``int``, else ``parameter_invalid_integer``;
-* ``boolean``: ``"true"``/``"false"``;
-* ``metadata``: ``dict[str, str]`` where ``""`` means "delete this key", or ``None`` when
-  the whole hash was sent as ``""`` (clear all), as Stripe documents;
-* ``object``: a nested schema (``invoice_settings[...]``);
-* ``string_or_object``: an id or a nested hash (``source=tok_x`` or ``source[number]=..``);
-* ``list``: a list from ``x[0]=..&x[1]=..`` (or ``x[]=``), ordered by index.
-
-Unknown names anywhere give ``parameter_unknown`` with the full bracketed name as
-``param`` (``invoice_settings[bogus]``), like Stripe.
+``Idempotency-Key``. A schema maps parameter names to :class:`Param`; :func:`validate`
+walks the decoded form and returns cleaned values. Unknown names anywhere give
+``parameter_unknown`` with the full bracketed name as ``param``, like Stripe. The
+parameter types and their errors: ``docs/emulator.md``.
 """
 
 from __future__ import annotations

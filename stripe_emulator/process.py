@@ -1,16 +1,11 @@
 """Start the emulator as a subprocess for tests, benchmarks and demos.
 
-::
-
-    with run_emulator(latency_ms=5) as emu:
-        client = stripe.StripeClient("sk_test_x", base_addresses={"api": emu.url})
-        emu.admin.seed(10)
-
 :func:`run_emulator` launches ``python -m stripe_emulator --host 127.0.0.1 --port 0 ...``,
 waits (up to ``startup_timeout`` seconds) for its ``STRIPE_EMULATOR_READY <url>`` line,
 and on exit sends SIGTERM, then SIGKILL if it has not exited within ``stop_timeout``.
 A daemon thread keeps draining the child's stdout so it can never block on a full pipe.
-The child's stderr is inherited unless ``stderr`` says otherwise.
+The child's stderr is inherited unless ``stderr`` says otherwise. Example:
+``docs/emulator.md``.
 """
 
 from __future__ import annotations
@@ -27,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import READY_PREFIX
-from .admin import EmulatorAdmin
+from .admin_client import EmulatorAdmin
 
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 15.0
 DEFAULT_STOP_TIMEOUT_SECONDS = 5.0

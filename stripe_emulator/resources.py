@@ -2,15 +2,8 @@
 
 Each class keeps only what the emulator reads or writes; ``to_json`` fills in the rest of
 the fields Stripe returns with their neutral values (``null``, ``{}``, ``false``) so the
-SDK's typed objects see the same shape as in production.
-
-Customer specifics, as in Stripe's current API versions:
-
-* ``sources`` is only rendered when the request expands ``sources`` (Stripe stopped
-  including it by default in 2020-08-27); the list is newest first;
-* ``default_source`` and ``invoice_settings.default_payment_method`` are ids, or the
-  full object when expanded (``expand[]=default_source``,
-  ``expand[]=invoice_settings.default_payment_method``).
+SDK's typed objects see the same shape as in production. Customers render as in
+Stripe's current API versions (``sources`` only when expanded; see ``docs/emulator.md``).
 """
 
 from __future__ import annotations

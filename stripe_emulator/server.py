@@ -1,15 +1,10 @@
 """Running the emulator: bind, announce readiness, serve until SIGTERM/SIGINT.
 
-Readiness is one line on stdout, printed only once the socket accepts connections::
-
-    STRIPE_EMULATOR_READY http://127.0.0.1:12111
-
-(with ``--port 0`` the line carries the port the OS picked). Nothing else is written to
-stdout, so a launcher may stop reading after that line; diagnostics go to stderr.
-
-On SIGTERM or SIGINT the listening socket closes and in-flight requests get
-:data:`SHUTDOWN_GRACE_SECONDS` to finish (held ``timeout_after_commit`` connections are
-simply dropped), then the process exits 0.
+Readiness is one line on stdout, ``STRIPE_EMULATOR_READY <url>``, printed only once the
+socket accepts connections (with ``--port 0`` it carries the port the OS picked).
+Nothing else is written to stdout; diagnostics go to stderr. On SIGTERM or SIGINT the
+listening socket closes and in-flight requests get :data:`SHUTDOWN_GRACE_SECONDS` to
+finish (held ``timeout_after_commit`` connections are dropped), then the process exits 0.
 """
 
 from __future__ import annotations

@@ -2,21 +2,8 @@
 
 All operations are synchronous and run on the event loop thread, so each one is atomic
 with respect to other requests: validation of a whole update happens before any field
-changes, and a refused update leaves the customer untouched.
-
-Behaviour choices (Stripe's documented behaviour unless marked *unconfirmed*):
-
-* the first card/source attached to a customer without a ``default_source`` becomes the
-  default, as on Stripe;
-* detaching the default source sets ``default_source`` to ``null`` (*unconfirmed*: Stripe
-  may promote another source);
-* detaching the customer's ``invoice_settings.default_payment_method`` clears it;
-* a created token can be used once (``token_already_used``); the well-known test tokens
-  (``tok_visa``...) and test payment methods (``pm_card_visa``...) may be reused;
-* attaching a source or payment method that belongs to another customer is refused;
-  re-attaching to the same customer returns it unchanged;
-* a deleted customer answers like a missing one for writes (404 ``resource_missing``) and
-  ``{"id", "object": "customer", "deleted": true}`` for reads, as Stripe does.
+changes, and a refused update leaves the customer untouched. Behaviour follows
+Stripe's documentation; the choices where it is not confirmed: ``docs/emulator.md``.
 """
 
 from __future__ import annotations

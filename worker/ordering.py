@@ -19,6 +19,8 @@ from typing import Any, Final, Protocol
 
 import redis
 
+from cards.lua_scripts import read_lua
+
 __all__ = [
     "AppliedRequest",
     "CustomerGuard",
@@ -34,27 +36,10 @@ NEWEST_PREFIX: Final = "cards:customer-newest:"
 #: The newest-request record outlives the oldest job that may still be compared with it.
 RECORD_SLACK_SECONDS: Final = 3600
 
-# Take the customer's lock and read its newest applied request: one round trip.
-_ENTER_LUA: Final = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {0}
-end
-local newest = redis.call('HMGET', KEYS[2], 'requested_at', 'job_id')
-return {1, newest[1], newest[2]}
-"""
-
-# Record the request just applied (if any), then release the lock if this
-# token still holds it (it may have expired and moved on): one round trip.
-_LEAVE_LUA: Final = """
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[2], 'requested_at', ARGV[2], 'job_id', ARGV[3])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-end
-return 1
-"""
+#: Take the customer's lock and read its newest applied request: one round trip.
+_ENTER_LUA: Final = read_lua("worker", "customer_enter.lua")
+#: Record the request just applied, then release the lock if the token still holds it.
+_LEAVE_LUA: Final = read_lua("worker", "customer_leave.lua")
 
 
 @dataclass(frozen=True)

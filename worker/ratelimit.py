@@ -17,6 +17,8 @@ from typing import Final
 
 import redis
 
+from cards.lua_scripts import read_lua
+
 __all__ = ["Permit", "RateLimiter", "RedisRateLimiter", "limiter_key"]
 
 KEY_PREFIX: Final = "cards:ratelimit:"
@@ -25,59 +27,11 @@ BUCKET_TTL_SECONDS: Final = 3600
 MIN_RATE_FRACTION: Final = 0.05
 THROTTLE_FACTOR: Final = 0.5
 
-# Shared by the scripts: the current rate, recovering linearly since the last throttle.
-_RATE_LUA = """
-local function current_rate(state, now, full, recovery)
-  local floor_rate = tonumber(state[3])
-  if not floor_rate then return full end
-  local since = now - tonumber(state[4])
-  return math.min(full, floor_rate + full * since / recovery)
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local full = tonumber(ARGV[1])
-local recovery = tonumber(ARGV[2])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'floor', 'throttled_at')
-local rate = current_rate(state, now, full, recovery)
-"""
-
-_ACQUIRE_LUA = (
-    _RATE_LUA
-    + """
-local burst = math.max(1, full * tonumber(ARGV[3]))
-local max_wait = tonumber(ARGV[4])
-local tokens = tonumber(state[1]) or burst
-local ts = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local wait = 0
-if tokens < 1 then
-  wait = (1 - tokens) / rate
-  if wait > max_wait then
-    redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-    redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-    return {0, tostring(wait)}
-  end
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-return {1, tostring(wait)}
-"""
-)
-
-_THROTTLE_LUA = (
-    _RATE_LUA
-    + """
-local lowest = full * tonumber(ARGV[3])
-local slowed = math.max(lowest, rate * tonumber(ARGV[4]))
-local tokens = math.min(0, tonumber(state[1]) or 0)
-redis.call('HSET', KEYS[1], 'floor', tostring(slowed), 'throttled_at', tostring(now),
-           'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-return tostring(slowed)
-"""
-)
-
-_RATE_ONLY_LUA = _RATE_LUA + "\nreturn tostring(rate)\n"
+# Each script is the shared prelude (the current rate, recovering linearly since the
+# last throttle), then its own body.
+_ACQUIRE_LUA: Final = read_lua("worker", "ratelimit_rate.lua", "ratelimit_acquire.lua")
+_THROTTLE_LUA: Final = read_lua("worker", "ratelimit_rate.lua", "ratelimit_throttle.lua")
+_RATE_ONLY_LUA: Final = read_lua("worker", "ratelimit_rate.lua", "ratelimit_current.lua")
 
 
 def limiter_key(queue: str, account: str | None) -> str:

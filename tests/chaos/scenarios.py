@@ -809,7 +809,7 @@ class KnownBug:
 #: only problems are these as XFAIL (any other problem fails it); RELIABILITY.md
 #: explains them. Delete an entry once its bug is fixed: the scenario must then pass.
 #:
-#: Fixed, so no longer here (cards/transport.py, RELIABILITY.md): kombu's Redis
+#: Fixed, so no longer here (cards/transport/, RELIABILITY.md): kombu's Redis
 #: transport lost a message popped by BRPOP before its ``unacked`` record (R1, R2,
 #: R5: celery/celery#4354), and a worker exited on ``AttributeError`` in
 #: ``_connparams`` when Redis restarted (R2).

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import stripe
 
-from stripe_emulator.admin import EmulatorAdmin
+from stripe_emulator.admin_client import EmulatorAdmin
 from stripe_emulator.process import EmulatorProcess, run_emulator
 
 API_KEY = "sk_test_emulator_tests_0001"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import stripe
 
-from stripe_emulator.admin import EmulatorAdmin, EmulatorAdminError
+from stripe_emulator.admin_client import EmulatorAdmin, EmulatorAdminError
 
 from .conftest import ClientFactory
 from .conftest import error_code as _code

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import stripe
 
-from stripe_emulator.admin import EmulatorAdmin
+from stripe_emulator.admin_client import EmulatorAdmin
 
 from .conftest import ClientFactory, wait_for
 from .conftest import error_code as _code

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import stripe
 
-from stripe_emulator.admin import EmulatorAdmin
+from stripe_emulator.admin_client import EmulatorAdmin
 from stripe_emulator.process import EmulatorProcess, run_emulator
 
 from .conftest import API_KEY, make_client

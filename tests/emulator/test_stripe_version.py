@@ -10,7 +10,7 @@ from pydantic import SecretStr, ValidationError
 
 from cards.jobs import validate_job
 from cards.settings import STRIPE_API_VERSION, Settings
-from stripe_emulator.admin import EmulatorAdmin
+from stripe_emulator.admin_client import EmulatorAdmin
 from stripe_emulator.process import EmulatorProcess
 from tests.stripe_openapi import StripeSpec
 from worker.stripe_api import StripeApi

@@ -12,7 +12,7 @@ import pytest
 
 from cards.settings import STRIPE_API_VERSION
 from harness.processes import REPO_ROOT
-from stripe_emulator.admin import EmulatorAdminError
+from stripe_emulator.admin_client import EmulatorAdminError
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import API_KEY
 from tests.stripe_openapi import StripeSpec

@@ -10,7 +10,7 @@ import pytest
 
 from cards.envelope import SUCCESS_MESSAGE
 from cards.jobs import validate_job
-from cards.ratelimits import limit_for, parse_rate_limits
+from cards.rate_table import limit_for, parse_rate_limits
 from harness.processes import wait_for
 from tests.unit.pipelines import JobRunner
 from tests.unit.test_runner import ScriptedGateway

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import redis
 
-from cards.ratelimits import RateTable, limit_for
+from cards.rate_table import RateTable, limit_for
 from worker.errors import StripeRateLimited
 from worker.metrics import RATE_LIMITER_WAIT
 from worker.pipeline import Attempted, JobCall, Outcome, RetryLater, Step

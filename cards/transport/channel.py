@@ -1,49 +1,32 @@
-"""Our Redis broker transport: kombu's, serving any Celery producer at once, losing nothing.
+"""kombu's Redis channel, QoS and transports, consuming without ever losing a message.
 
-``celeryconfig.broker_transport`` names :class:`Transport` (``redis://``,
-``rediss://``) or :class:`SentinelTransport` (``sentinel://``). Producers use
-kombu's code unchanged: a message is one ``LPUSH`` onto its queue list, from any
-Celery client in any language. Workers differ from kombu's in three ways:
-
-- **No message is ever popped outside the take script** (``lua/take.lua``), which
-  moves it from its queue into ``unacked`` in one atomic step: at every instant a
-  message is in its queue or in ``unacked``, so a SIGKILL or a lost Redis at any
-  moment loses nothing (kombu's ``BRPOP`` then ``QoS.append`` lost it in between).
-- **Waking up**: the event loop blocks (``BRPOP``) on a wake-up token list beside
-  each queue list (:func:`wake_key`). A :class:`~cards.queue_watcher.QueueWatcher`
-  thread per queue list blocks in ``BLMOVE key key RIGHT RIGHT`` (the message stays
-  put) and leaves a token when a message arrives, so a job from any producer is
-  taken within milliseconds; the take script leaves a token while a queue is not
-  empty. Without a watcher (lost connection) the 1 s ``BRPOP`` timeout still runs
-  the script: slower, never lost.
-- **A worker reconnects when Redis restarts**: a channel whose transport Celery has
-  detached raises a connection error instead of kombu's ``AttributeError``.
-
-Why and the history: RELIABILITY.md. Targets kombu 5.7 (``uv.lock``);
-:func:`check_kombu_internals` runs at import and names any private kombu method that
-changed. Needs Redis >= 6.2 (``BLMOVE``).
+Producers are kombu's, unchanged (one ``LPUSH`` per message). A worker's channel
+takes a message only with the take script (``lua/take.lua``), which moves it from
+its queue into ``unacked`` in one atomic step, so at every instant a message is in
+its queue or in ``unacked``. The event loop blocks on a wake-up token list beside
+each queue list (:func:`wake_key`), fed by a :class:`QueueWatcher` and by the take
+script; without them the 1 s ``BRPOP`` timeout still runs the script. A channel
+whose transport Celery detached raises a connection error, so the worker reconnects.
+How and why: ``docs/transport.md``. Needs Redis >= 6.2 (``BLMOVE``).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import inspect
 from collections.abc import Sequence
-from pathlib import Path
 from queue import Empty
 from time import monotonic, time
 from typing import Any
 
 import redis
-from kombu.transport import redis as _kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-from cards.queue_watcher import QueueWatcher
+from cards.lua_scripts import read_lua
+from cards.transport.kombu_check import check_kombu_internals, kombu_redis
+from cards.transport.queue_watcher import QueueWatcher
 
 __all__ = [
-    "SUPPORTED_KOMBU",
     "TAKE_SCRIPT",
     "WAKE_KEY_PREFIX",
     "WAKE_SCRIPT",
@@ -52,64 +35,15 @@ __all__ = [
     "SentinelChannel",
     "SentinelTransport",
     "Transport",
-    "check_kombu_internals",
     "wake_key",
 ]
 
 WAKE_KEY_PREFIX = "_cards.wake."
-SUPPORTED_KOMBU = (5, 7)
 
-_LUA = Path(__file__).with_name("lua")
 #: Takes a message into ``unacked`` atomically (see the file's header).
-TAKE_SCRIPT = (_LUA / "take.lua").read_text(encoding="utf-8")
+TAKE_SCRIPT = read_lua("cards.transport", "take.lua")
 #: Leaves one wake-up token beside a queue list that holds a message.
-WAKE_SCRIPT = (_LUA / "wake.lua").read_text(encoding="utf-8")
-
-#: The typing stubs cover kombu's public API only; this module uses the private
-#: methods of its Redis channel (checked at import by check_kombu_internals).
-kombu_redis: Any = _kombu_redis
-
-#: kombu methods this module replaces or relies on, with the parameters it expects.
-_EXPECTED_SIGNATURES: dict[str, tuple[str, ...]] = {
-    "Channel._brpop_start": ("self", "timeout"),
-    "Channel._brpop_read": ("self", "options"),
-    "Channel._connparams": ("self", "asynchronous"),
-    "Channel._get_pool": ("self", "asynchronous"),
-    "Channel._disconnect_pools": ("self",),
-    "Channel._flush_brpop_reauth": ("self",),
-    "Channel._q_for_pri": ("self", "queue", "pri"),
-    "Channel.basic_consume": ("self", "queue", "args", "kwargs"),
-    "Channel.conn_or_acquire": ("self", "client"),
-    "QoS.append": ("self", "message", "delivery_tag"),
-}
-
-
-def check_kombu_internals() -> None:
-    """Fail loudly if kombu is not the release this module patches, or its private
-    Redis channel methods changed shape; review this module before adapting it."""
-    installed = importlib.metadata.version("kombu")
-    version = tuple(int(part) for part in installed.split(".")[:2])
-    if version != SUPPORTED_KOMBU:
-        raise RuntimeError(
-            f"cards.transport was written for kombu {SUPPORTED_KOMBU[0]}.{SUPPORTED_KOMBU[1]}.x, "
-            f"found {installed}: check that BRPOP is still followed by QoS.append "
-            "and that Channel.close still reaches _connparams after collect(), then update "
-            "SUPPORTED_KOMBU"
-        )
-    for name, expected in _EXPECTED_SIGNATURES.items():
-        owner, attr = name.split(".")
-        function = getattr(getattr(kombu_redis, owner), attr, None)
-        if function is None:
-            raise RuntimeError(f"cards.transport: kombu.transport.redis.{name} is gone")
-        found = tuple(inspect.signature(function).parameters)
-        if found != expected:
-            raise RuntimeError(
-                f"cards.transport: kombu.transport.redis.{name} changed: {found} != {expected}"
-            )
-    for attr in ("_in_poll", "_brpop_sent_at", "_closing", "unacked_key", "unacked_index_key"):
-        if not hasattr(kombu_redis.Channel, attr):
-            raise RuntimeError(f"cards.transport: kombu.transport.redis.Channel.{attr} is gone")
-
+WAKE_SCRIPT = read_lua("cards.transport", "wake.lua")
 
 check_kombu_internals()
 

@@ -1,16 +1,12 @@
 """Wake a worker as soon as one of its queue lists gets a message, whoever pushed it.
 
-One thread per watched Redis list, each blocked in ``BLMOVE key key RIGHT RIGHT``
-on a connection of its own: a blocking wait that moves the list's last element
-back to where it was, so the message never leaves its queue (the only command
-that takes a message is the transport's take script). When the wait returns,
-the thread leaves a wake-up token beside the list (``wake.lua``), which the
-worker's event loop is blocked on (``BRPOP``), and stops watching that list
-until the worker is ready for more (:meth:`QueueWatcher.arm`): a queue that
-stays non-empty while every worker is busy costs nothing.
+One thread per watched Redis list blocks in ``BLMOVE key key RIGHT RIGHT`` (which
+moves the last element back where it was) and, when it returns, leaves a wake-up
+token beside the list (``lua/wake.lua``) for the worker's event loop; it then stops
+watching that list until the worker is ready for more (:meth:`QueueWatcher.arm`).
 
-Invariants: the watcher never removes a message; losing it (a dead thread, a
-lost connection) only makes the worker fall back to its 1 s poll.
+Invariants: the watcher never removes a message (only the take script takes one);
+losing it (a dead thread, a lost connection) only makes the worker poll every 1 s.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Used by tests, benchmarks and the demo to configure faults, seed data and read the
 ledger. Every method raises :class:`EmulatorAdminError` on a non-2xx answer, carrying the
-admin API's ``{"error": ...}`` message. See :mod:`stripe_emulator.control` for the JSON
-shapes.
+admin API's ``{"error": ...}`` message. See :mod:`stripe_emulator.admin_api` for the
+server side and ``docs/emulator.md`` for the JSON shapes.
 """
 
 from __future__ import annotations

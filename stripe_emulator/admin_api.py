@@ -1,37 +1,10 @@
-"""The admin API under ``/_emulator/`` (no authentication; the server binds to loopback).
+"""The admin API under ``/_emulator/``: health, knobs, faults, ledger, captured requests,
+reset, seed and customer reads, for tests, benchmarks and the demo.
 
-================================  =====================================================
-``GET  /_emulator/health``        ``{"status": "ok", "pid", "uptime_s", "customers",
-                                  "accounts", "idempotency_keys", "writes_in_flight"}``
-``GET  /_emulator/config``        the knobs (see :mod:`stripe_emulator.config`)
-``POST /_emulator/config``        merge the given knobs; answers the new config.
-                                  ``"seed"`` re-seeds the fault and jitter RNGs.
-``GET  /_emulator/faults``        ``{"pending": [script, ...]}``
-``POST /_emulator/faults``        ``{"customer": "cus_x", "faults": ["error_500",
-                                  {"kind": "timeout_after_commit", "should_retry": true}],
-                                  "method": "POST"?, "path": "/v1/customers/{id}"?}``
-                                  queues faults for the customer's next matching requests
-``DELETE /_emulator/faults``      drop queued faults (``?customer=cus_x`` for one)
-``GET  /_emulator/ledger``        the ledger (see :mod:`stripe_emulator.ledger`);
-                                  ``?events=0`` omits events, ``?since=N`` skips the
-                                  first N events
-``GET  /_emulator/requests``      ``{"requests": [{"method", "path", "query", "body",
-                                  "headers", "status", "response"}]}``: the /v1
-                                  exchanges seen while ``capture_requests`` is on
-``POST /_emulator/reset``         ``{"data": false, "config": false}``: always clears the
-                                  ledger, captured requests, queued faults and
-                                  rate-limit buckets; ``data`` also drops all objects
-                                  and idempotency keys; ``config`` restores the
-                                  start-up knobs
-``POST /_emulator/seed``          ``{"customers": N, "cards_per_customer": 2,
-                                  "account": null}`` -> ``[{"id", "account", "email",
-                                  "name", "phone", "cards": [...], "sources": [...],
-                                  "payment_methods": [...], "default_source"}]``
-``GET  /_emulator/customers/{id}``  the customer with ``sources`` expanded
-                                  (``?account=acct_x``), without counting as an API call
-================================  =====================================================
-
-Admin errors are ``{"error": "message"}`` with status 400 (or 404).
+No authentication: the server binds to loopback. Admin calls never count as Stripe
+API calls. Admin errors are ``{"error": "message"}`` with status 400 (or 404).
+Routes and JSON shapes: ``docs/emulator.md``; :mod:`stripe_emulator.admin_client`
+is the client.
 """
 
 from __future__ import annotations
@@ -231,7 +204,7 @@ def _guarded(handler: AdminHandler) -> AdminHandler:
     return wrapper
 
 
-def register_control_routes(app: web.Application, emulator: Emulator) -> None:
+def register_admin_routes(app: web.Application, emulator: Emulator) -> None:
     app[EMULATOR_KEY] = emulator
 
     def add(method: str, path: str, handler: AdminHandler) -> None:

@@ -4,7 +4,8 @@ Written as ``CARDS_RATE_LIMITS="cards.bulk=20,cards.live=80,cards.bulk@acct_1Xyz
 ``queue=rate`` applies to each Stripe account's jobs on that queue (Stripe's
 limits are per account); ``queue@acct_…=rate`` overrides it for one account.
 A queue with no entry is not limited. Parsing is pure, so a bad table fails
-at start-up with a message that names the entry.
+at start-up with a message that names the entry. The limiter that applies the
+table is :mod:`worker.ratelimit`.
 """
 
 from __future__ import annotations

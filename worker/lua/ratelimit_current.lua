@@ -1,0 +1,2 @@
+-- After ratelimit_rate.lua: the rate in force now.
+return tostring(rate)
