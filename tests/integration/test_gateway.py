@@ -25,7 +25,7 @@ import pytest
 from cards.envelope import SUCCESS_MESSAGE, ErrorKind, failure
 from cards.jobs import TASK_NAME
 from cards.redaction import without_secrets
-from harness.gateway import GatewayProcess, run_gateway
+from harness.gateway_process import GatewayProcess, run_gateway
 from harness.processes import BIN, CeleryWorker, RedisServer, client_app, run_worker, wait_for
 from producers.jobs import get_result
 from stripe_emulator.process import EmulatorProcess
