@@ -206,7 +206,7 @@ def gateway(
     ] = False,
 ) -> None:
     """Serve the HTTP API (POST /api/cards/default, …) until interrupted."""
-    from producers.gateway import GatewayConfigError, serve  # FastAPI only for this command
+    from producers.http.app import GatewayConfigError, serve  # FastAPI only for this command
 
     try:
         serve(host, port, dev_no_auth=dev_no_auth)

@@ -25,7 +25,7 @@ import pytest
 from cards.envelope import SUCCESS_MESSAGE, ErrorKind, failure
 from cards.jobs import TASK_NAME
 from cards.redaction import without_secrets
-from harness.gateway import GatewayProcess, run_gateway
+from harness.gateway_process import GatewayProcess, run_gateway
 from harness.processes import BIN, CeleryWorker, RedisServer, client_app, run_worker, wait_for
 from producers.jobs import get_result
 from stripe_emulator.process import EmulatorProcess
@@ -568,7 +568,7 @@ def test_dev_no_auth_is_a_command_line_flag_for_loopback_only(
 
 def test_the_gateway_never_imports_stripe_or_the_worker() -> None:
     probe = (
-        "import sys, producers.gateway, producers.cli; "
+        "import sys, producers.http.app, producers.cli; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('stripe', 'worker')]; "
         "assert not bad, bad"
     )

@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 
 from cards.settings import Settings
 from harness.processes import CeleryWorker, RedisServer, client_app
-from producers.gateway import create_app
+from producers.http.app import create_app
 
 KEY = "contract-test-key-0123456789"
 MAX_EXAMPLES = 40

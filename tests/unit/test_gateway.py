@@ -27,11 +27,20 @@ from cards.envelope import ErrorKind, failure, success
 from cards.jobs import InvalidJob, validate_job
 from cards.settings import Settings
 from harness.processes import REPO_ROOT, client_app, free_port
-from producers import api_models
-from producers.auth import DEFAULT_SCOPES, MIN_KEY_LENGTH, ApiKeys, Caller, InvalidApiKeys, Scope
-from producers.gateway import GatewayConfigError, create_app, is_json_media_type, public_state
-from producers.http_errors import STATUS_BY_KIND, status_for
-from producers.ownership import Claim, JobOwners
+from producers.http import models
+from producers.http.app import GatewayConfigError, create_app
+from producers.http.auth import (
+    DEFAULT_SCOPES,
+    MIN_KEY_LENGTH,
+    ApiKeys,
+    Caller,
+    InvalidApiKeys,
+    Scope,
+)
+from producers.http.body import is_json_media_type
+from producers.http.dispatch import public_state
+from producers.http.errors import STATUS_BY_KIND, status_for
+from producers.http.ownership import Claim, JobOwners
 
 KEY = "unit-test-key-0123456789"
 OTHER_KEY = "another-key-abcdefghijkl"
@@ -147,10 +156,10 @@ def _pattern_strings(pattern: str) -> st.SearchStrategy[str]:
 
 
 @given(
-    user_id=_pattern_strings(api_models.CUSTOMER_PATTERN).filter(lambda s: len(s) <= 255),
-    source=_pattern_strings(api_models.DEFAULT_SOURCE_PATTERN).filter(lambda s: len(s) <= 255),
-    job_id=_pattern_strings(api_models.JOB_ID_PATTERN).filter(lambda s: len(s) <= 128),
-    account=_pattern_strings(api_models.ACCOUNT_PATTERN).filter(lambda s: len(s) <= 255),
+    user_id=_pattern_strings(models.CUSTOMER_PATTERN).filter(lambda s: len(s) <= 255),
+    source=_pattern_strings(models.DEFAULT_SOURCE_PATTERN).filter(lambda s: len(s) <= 255),
+    job_id=_pattern_strings(models.JOB_ID_PATTERN).filter(lambda s: len(s) <= 128),
+    account=_pattern_strings(models.ACCOUNT_PATTERN).filter(lambda s: len(s) <= 255),
 )
 def test_what_the_schema_allows_the_contract_accepts(
     user_id: str, source: str, job_id: str, account: str
@@ -163,9 +172,9 @@ def test_what_the_schema_allows_the_contract_accepts(
 @given(text=st.text(max_size=40))
 def test_what_the_contract_accepts_the_schema_allows(text: str) -> None:
     for field, pattern in [
-        ("userId", api_models.CUSTOMER_PATTERN),
-        ("default_source", api_models.DEFAULT_SOURCE_PATTERN),
-        ("job_id", api_models.JOB_ID_PATTERN),
+        ("userId", models.CUSTOMER_PATTERN),
+        ("default_source", models.DEFAULT_SOURCE_PATTERN),
+        ("job_id", models.JOB_ID_PATTERN),
     ]:
         fields = {**GOOD, field: text}
         try:

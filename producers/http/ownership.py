@@ -1,17 +1,10 @@
 """Which tenant a gateway job belongs to, and with which fields: the job-id claims.
 
-A job id sent to the gateway is claimed before anything is queued:
-``cards:job-owner:<job_id>`` holds ``{tenant, digest, sent}`` (``SET NX``),
-where ``digest`` fingerprints the job's kind and fields. A second request
-with the same id is the same job only if it comes from the same tenant with
-the same digest; anything else is a conflict, answered before anything is
-sent, read or deleted. ``sent`` turns true once the job is on the queue, so
-a request that died between claim and send is sent by its repeat.
-
-A claim lives as long as a job may wait plus its result
-(``CARDS_MAX_JOB_AGE_SECONDS`` + ``CARDS_RESULT_EXPIRES_SECONDS``); reading
-a job's status needs it. Jobs sent without the gateway have no claim: only an
-``admin`` key reads them there.
+A job id is claimed (``SET NX`` on ``cards:job-owner:<job_id>``) before
+anything is queued, read or deleted. A repeat is the same job only from the
+same tenant with the same fields (digest); anything else is a conflict. A
+claim records whether its job was sent, and lives as long as a job may wait
+plus its result. Jobs sent without the gateway have no claim.
 """
 
 from __future__ import annotations
@@ -24,9 +17,13 @@ from typing import Any, Final
 
 import redis
 
+from cards.settings import Settings
+
 __all__ = ["KEY_PREFIX", "Claim", "ClaimOutcome", "JobOwners", "job_digest"]
 
 KEY_PREFIX: Final = "cards:job-owner:"
+#: A request waits at most this long on the claims' Redis.
+REDIS_TIMEOUT_SECONDS: Final = 2
 
 
 def job_digest(task: str, fields: dict[str, Any]) -> str:
@@ -62,6 +59,15 @@ class JobOwners:
     def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
         self._redis = client
         self.ttl_seconds = ttl_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobOwners:
+        """The claims at ``CARDS_STATE_REDIS_URL``, kept for
+        ``CARDS_MAX_JOB_AGE_SECONDS`` + ``CARDS_RESULT_EXPIRES_SECONDS``."""
+        client = redis.Redis.from_url(
+            settings.job_state_url, socket_timeout=REDIS_TIMEOUT_SECONDS, retry_on_timeout=False
+        )
+        return cls(client, settings.max_job_age_seconds + settings.result_expires_seconds)
 
     def claim(self, job_id: str, claim: Claim) -> tuple[ClaimOutcome, Claim]:
         """Claim ``job_id`` for ``claim``; the outcome and the claim now stored."""

@@ -10,6 +10,7 @@ sends: all have the envelope's shape ``{status, message, data}``.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -30,6 +31,7 @@ __all__ = [
     "Queued",
     "SetDefaultCardRequest",
     "TimedOut",
+    "responses",
     "tidy_openapi",
 ]
 
@@ -223,3 +225,18 @@ def tidy_openapi(schema: dict[str, Any]) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     return schema
+
+
+def responses(*statuses: int, ok: type | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route: its success model and the failures it may answer."""
+    described: dict[int | str, dict[str, Any]] = {}
+    if ok is not None:
+        described[HTTPStatus.OK] = {"model": ok, "description": "The job is done and succeeded."}
+    for status in statuses:
+        model: type = Failed
+        if status == HTTPStatus.ACCEPTED:
+            model = Queued
+        elif status == HTTPStatus.GATEWAY_TIMEOUT:
+            model = TimedOut
+        described[status] = {"model": model, "description": HTTPStatus(status).phrase}
+    return described

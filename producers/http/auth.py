@@ -1,15 +1,10 @@
-"""Bearer API keys for the HTTP gateway: who is calling, and what they may do.
+"""Who calls the HTTP API, and what they may do: bearer API keys, scopes, the auth dependency.
 
-Keys come from ``CARDS_GATEWAY_API_KEYS``, comma-separated. Each entry is
-``TENANT:SCOPES:KEY`` (scopes ``+``-separated, see :class:`Scope`), or a bare
-``KEY``, which is its own tenant with every scope but ``admin``. A caller
-reads only its tenant's jobs unless it holds ``admin``; several keys of one
-tenant (old and new, while rotating) share its jobs.
-
-Keys stay ``SecretStr`` until the moment of comparison, are compared with
-:func:`hmac.compare_digest` against every configured key (no early exit, so
-timing says nothing about which key nearly matched), and are never logged or
-echoed. Short keys and well-known placeholders are refused at start-up.
+Keys come from ``CARDS_GATEWAY_API_KEYS``: ``TENANT:SCOPES:KEY`` or a bare
+``KEY`` (its own tenant, every scope but ``admin``). A caller reads only its
+tenant's jobs unless it holds ``admin``. Keys stay ``SecretStr`` until
+compared, are compared in constant time against every key, and are never
+logged or echoed; short keys and placeholders are refused at start-up.
 """
 
 from __future__ import annotations
@@ -17,20 +12,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Annotated, Final
 
+from fastapi import Depends, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
+
+from producers.http.errors import FORBIDDEN, UNAUTHORIZED, GatewayError
 
 __all__ = [
     "DEFAULT_SCOPES",
+    "DEV_CALLER",
     "MIN_KEY_LENGTH",
     "ApiKeys",
+    "BearerKey",
     "Caller",
     "InvalidApiKeys",
     "Scope",
+    "api_key_dependency",
     "is_placeholder",
+    "scoped",
 ]
 
 #: Shorter keys are refused at start-up: a bearer key must not be guessable.
@@ -148,3 +152,46 @@ class ApiKeys:
     def accepts(self, candidate: str) -> bool:
         """Is ``candidate`` one of the keys?"""
         return self.caller(candidate) is not None
+
+
+#: Who calls when the gateway runs with --dev-no-auth: one tenant that may do everything.
+DEV_CALLER: Final = Caller("dev", frozenset(Scope))
+
+_BEARER = HTTPBearer(auto_error=False, description="An API key from CARDS_GATEWAY_API_KEYS.")
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
+
+
+def api_key_dependency(keys: ApiKeys, dev_no_auth: bool) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the caller whose bearer key is one of ``keys`` (any caller is
+    :data:`DEV_CALLER` with ``dev_no_auth``); else 401."""
+
+    async def require_api_key(credentials: BearerKey) -> Caller:
+        if dev_no_auth:
+            return DEV_CALLER
+        if credentials is None:
+            raise GatewayError(
+                UNAUTHORIZED, "an API key is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        caller = keys.caller(credentials.credentials)
+        if caller is None:
+            raise GatewayError(
+                UNAUTHORIZED,
+                "the API key is not valid",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return caller
+
+    return require_api_key
+
+
+def scoped(
+    require_api_key: Callable[..., Awaitable[Caller]], scope: Scope
+) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the caller, if its key holds ``scope``; else 403."""
+
+    async def require_scope(caller: Caller = Depends(require_api_key)) -> Caller:  # noqa: B008
+        if not caller.may(scope):
+            raise GatewayError(FORBIDDEN, f"this API key does not hold the {scope.value} scope")
+        return caller
+
+    return require_scope

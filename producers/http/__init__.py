@@ -1,0 +1,13 @@
+"""The producers' HTTP API (``cards gateway``): the seed's calls as jobs, over FastAPI.
+
+Modules:
+    app: the ASGI app factory (create_app) and serve (uvicorn).
+    routes: the routes: job routes, a job's status, /healthz.
+    dispatch: sending the API's jobs and reading their states and results (Celery).
+    body: reading a request's JSON body within the size limit.
+    errors: which HTTP answer for which failure (envelope statuses, GatewayError, handlers).
+    auth: bearer API keys, scopes and the auth dependencies.
+    ownership: which tenant owns which job id (the claims in Redis).
+    models: the request and response models and the OpenAPI helpers.
+    access_log: uvicorn's log configuration, access log without query strings.
+"""

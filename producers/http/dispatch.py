@@ -1,0 +1,225 @@
+"""Sending the HTTP API's jobs and reading their results, off the event loop.
+
+A job id is claimed for its tenant and fields (:mod:`producers.http.ownership`)
+before anything is sent, read or deleted: a repeat by the same tenant with the
+same fields is the same job (sent again only if it never reached the queue, or
+ended a dead letter); anything else is a 409 that changes nothing. Celery's
+blocking calls run in the thread pool; waiting polls from the event loop. An
+unreachable broker or result backend is a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Final
+
+import kombu.exceptions
+import redis
+from celery import Celery, states
+from celery.exceptions import BackendError
+from celery.result import AsyncResult
+from starlette.concurrency import run_in_threadpool
+
+from cards.companion_jobs import ASSIGN_TASK_NAME, LIST_TASK_NAME, AssignCardJob, ListCardsJob
+from cards.deadletters import is_dead_letter
+from cards.envelope import Envelope
+from cards.jobs import TASK_NAME, InvalidJob, SetDefaultCardJob
+from producers.companion import enqueue_companion_job
+from producers.http.auth import Caller
+from producers.http.errors import NOT_FOUND, UNAVAILABLE, GatewayError, invalid, job_id_taken
+from producers.http.ownership import Claim, ClaimOutcome, JobOwners, job_digest
+from producers.jobs import (
+    ResultNotReady,
+    Unreachable,
+    check_callback_url,
+    check_request_time,
+    enqueue_job,
+    get_result,
+)
+
+__all__ = [
+    "BACKEND_RETRY_POLICY",
+    "PUBLIC_STATES",
+    "AnyJob",
+    "Dispatcher",
+    "fail_fast",
+    "public_state",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Polling the result backend while a request waits: first after 50 ms, then
+#: doubling up to every 500 ms (a job against Stripe takes 0.2-2 s).
+POLL_FIRST_SECONDS: Final = 0.05
+POLL_MAX_SECONDS: Final = 0.5
+#: With Redis down, a request gets its 503 in about a second instead of after
+#: Celery's default twenty reconnection attempts to the result backend.
+BACKEND_RETRY_POLICY: Final = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+
+#: Celery's states as the API names them. PENDING covers "queued", "running its
+#: first attempt" and "unknown": the result backend cannot tell them apart.
+PUBLIC_STATES: Final[Mapping[str, str]] = {
+    states.PENDING: "queued",
+    states.RECEIVED: "queued",
+    states.STARTED: "running",
+    states.RETRY: "retrying",
+    states.SUCCESS: "done",
+    states.FAILURE: "failed",
+    states.REVOKED: "revoked",
+}
+
+# BackendError: with result_backend_always_retry, Celery wraps a result store
+# that stays unreachable after its retries in BackendGetMetaError/BackendStoreError.
+_BROKER_ERRORS = (
+    kombu.exceptions.OperationalError,
+    redis.RedisError,
+    OSError,
+    Unreachable,
+    BackendError,
+)
+
+AnyJob = SetDefaultCardJob | AssignCardJob | ListCardsJob
+
+
+def public_state(celery_state: str) -> str:
+    """The API's name for a Celery state (``queued``, ``retrying``, ``done``, ...). Pure."""
+    return PUBLIC_STATES.get(celery_state, celery_state.lower())
+
+
+def fail_fast(celery: Celery) -> Celery:
+    """``celery``, its result backend retrying only briefly (:data:`BACKEND_RETRY_POLICY`)."""
+    celery.conf.result_backend_transport_options = {
+        **(celery.conf.result_backend_transport_options or {}),
+        "retry_policy": BACKEND_RETRY_POLICY,
+    }
+    # Workers retry storing results through a Redis restart; a request a person
+    # waits on answers 503 at once instead.
+    celery.conf.result_backend_always_retry = False
+    return celery
+
+
+def _task_name(job: AnyJob) -> str:
+    if isinstance(job, SetDefaultCardJob):
+        return TASK_NAME
+    return ASSIGN_TASK_NAME if isinstance(job, AssignCardJob) else LIST_TASK_NAME
+
+
+class Dispatcher:
+    """Enqueue jobs and read their results for the HTTP API; failures are :class:`GatewayError`."""
+
+    def __init__(self, app: Celery, max_wait: float, owners: JobOwners) -> None:
+        self.app = app
+        self.max_wait = max_wait
+        self.owners = owners
+
+    def _send(self, job: AnyJob) -> None:
+        if isinstance(job, SetDefaultCardJob):
+            enqueue_job(job, self.app)
+        else:
+            enqueue_companion_job(job, self.app)
+
+    def _submit(self, job: AnyJob, tenant: str) -> str:
+        if isinstance(job, SetDefaultCardJob):
+            check_callback_url(job)
+        check_request_time(job)
+        claim = Claim(tenant, job_digest(_task_name(job), job.to_task_kwargs()))
+        stamped = job.stamped()
+        job_id = stamped.job_id
+        assert job_id is not None  # stamped() always sets it
+        outcome, stored = self.owners.claim(job_id, claim)
+        if outcome is ClaimOutcome.CONFLICT:
+            raise job_id_taken(job_id)
+        try:
+            if not self._send_needed(job, job_id, outcome, stored):
+                return job_id  # the same job, queued or done: nothing to send
+            self._send(stamped)
+        except BaseException:
+            if outcome is ClaimOutcome.NEW:  # the claim this request made, and nothing sent
+                self.owners.release(job_id, claim)
+            raise
+        self.owners.mark_sent(job_id, claim)
+        return job_id
+
+    def _send_needed(self, job: AnyJob, job_id: str, outcome: ClaimOutcome, stored: Claim) -> bool:
+        """Must this request send its job? A repeat of a sent job sends again only if that
+        job ended a dead letter (a transient failure; the same idempotency key)."""
+        if outcome is ClaimOutcome.NEW:
+            if job.job_id is not None and AsyncResult(job_id, app=self.app).state != states.PENDING:
+                # A job sent by another producer, not through the gateway: not ours to touch.
+                raise job_id_taken(job_id)
+            return True
+        if not stored.sent:
+            return True  # an earlier request claimed it and died before sending
+        if not self._ended_as_dead_letter(job_id):
+            return False
+        # This tenant's own job, accepted again: its old answer goes, its claim says "to send".
+        self.owners.mark_sent(job_id, stored, sent=False)
+        AsyncResult(job_id, app=self.app).forget()
+        return True
+
+    def _ended_as_dead_letter(self, job_id: str) -> bool:
+        try:
+            return is_dead_letter(get_result(job_id, 0, app=self.app))
+        except ResultNotReady:
+            return False
+
+    async def enqueue(self, job: AnyJob, caller: Caller) -> str:
+        try:
+            job_id: str = await run_in_threadpool(self._submit, job, caller.tenant)
+        except InvalidJob as exc:  # a callback_url or requested_at the rules refuse
+            raise invalid(exc) from None
+        except (*_BROKER_ERRORS, RuntimeError) as exc:
+            # Celery's Redis result backend subscribes to the job's result before
+            # sending it, and raises RuntimeError when it cannot reconnect to do so.
+            logger.warning("cannot reach the broker; job not queued (%s)", type(exc).__name__)
+            raise GatewayError(
+                UNAVAILABLE, "cannot reach the broker; the job was not queued"
+            ) from None
+        return job_id
+
+    async def result(self, job_id: str) -> Envelope | None:
+        try:
+            return await run_in_threadpool(get_result, job_id, 0, app=self.app)
+        except ResultNotReady:
+            return None
+        except _BROKER_ERRORS:
+            raise GatewayError(UNAVAILABLE, "cannot reach the result backend") from None
+
+    async def wait(self, job_id: str, seconds: float) -> Envelope | None:
+        """The job's envelope, polling for up to ``seconds``; None if it has none by then."""
+        deadline = time.monotonic() + seconds
+        delay = POLL_FIRST_SECONDS
+        while True:
+            envelope = await self.result(job_id)
+            remaining = deadline - time.monotonic()
+            if envelope is not None or remaining <= 0:
+                return envelope
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, POLL_MAX_SECONDS)
+
+    async def state(self, job_id: str, caller: Caller) -> tuple[str, Envelope | None]:
+        """The job's public state, and its envelope once done; 404 for a job not ``caller``'s."""
+
+        def read() -> tuple[str, Envelope | None]:
+            if not caller.reads(self.owners.owner(job_id)):
+                raise GatewayError(NOT_FOUND, f"no job {job_id} for this API key")
+            celery_state = AsyncResult(job_id, app=self.app).state
+            if celery_state not in states.READY_STATES:
+                return celery_state, None
+            return celery_state, get_result(job_id, timeout=0, app=self.app)
+
+        try:
+            celery_state, envelope = await run_in_threadpool(read)
+        except ResultNotReady:
+            return public_state(states.PENDING), None
+        except _BROKER_ERRORS:
+            raise GatewayError(UNAVAILABLE, "cannot reach the result backend") from None
+        return public_state(celery_state), envelope
