@@ -3,7 +3,7 @@
 Modules:
     chaos: tools for chaos runs (a restartable Redis, a periodic driver, ledger counts)
     demo: ``make run``, real jobs through a real broker, worker and emulated Stripe
-    gateway: the HTTP gateway as a real process on loopback
+    gateway_process: the HTTP gateway as a real process, started as an operator would.
     processes: a private ``redis-server`` and ``celery worker`` processes
     queues: what waits in a Redis broker queue, counted in rows
     receiver: a callback receiver on loopback, scripted statuses per path
