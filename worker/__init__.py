@@ -26,6 +26,7 @@ Modules:
     metrics: Prometheus metrics, served by the main process.
     pool: an explicit ``-P prefork`` honoured, an unsized prefork pool sized per core.
     security: refuse unsafe serializers.
+    lua/: the Redis scripts of ordering and ratelimit.
 """
 
 from worker.app import app
