@@ -28,7 +28,7 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from bench.support import finish_migrate, run_migrate
-from cards.migrations import MigrationStore
+from producers.migrate.store import MigrationStore
 from harness.processes import (
     BULK_POOL,
     CeleryWorker,

@@ -69,7 +69,7 @@ from bench.p5_measure import (
     run_to_end,
     write_rows,
 )
-from cards.migrations import MigrationStore
+from producers.migrate.store import MigrationStore
 from cards.settings import get_settings
 from harness.processes import BIN, BULK_POOL, REPO_ROOT, run_redis, start_worker
 from stripe_emulator.process import run_emulator

@@ -35,9 +35,9 @@ from producers.jobs import (
     enqueue_job,
     get_result,
 )
-from producers.migration import DEFAULT_WINDOW
-from producers.migration_command import MigrationInputError, migration_command
-from producers.rows import FileFormat
+from producers.migrate.send import DEFAULT_WINDOW
+from producers.migrate.cli import MigrationInputError, migration_command
+from producers.migrate.scan import FileFormat
 
 __all__ = ["cli", "main"]
 

@@ -13,7 +13,7 @@ import pytest
 from celery import Celery
 
 from cards.batches import BATCH_TASK_NAME
-from cards.migrations import MigrationStore
+from producers.migrate.store import MigrationStore
 from cards.settings import get_settings
 from harness.processes import BIN, BULK_POOL, run_redis, run_worker, start_worker, wait_for
 from producers import get_result

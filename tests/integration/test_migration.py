@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import redis
 
-from cards.migrations import MigrationStore
+from producers.migrate.store import MigrationStore
 from harness.processes import BIN, BULK_POOL, CeleryWorker, RedisServer, run_worker, wait_for
 from harness.queues import queued_rows
-from producers.migration import REPORT_COLUMNS, default_migration_id
+from producers.migrate.send import REPORT_COLUMNS, default_migration_id
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import worker_env
 

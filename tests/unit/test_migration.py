@@ -13,14 +13,14 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from cards.migrations import (
+from producers.migrate.store import (
     LineOutcome,
     MigrationRecord,
     MigrationState,
     MigrationStore,
     migration_state,
 )
-from producers.migration import (
+from producers.migrate.send import (
     INTERRUPTED,
     InFlight,
     Sent,
@@ -29,9 +29,9 @@ from producers.migration import (
     requested_at,
     scan,
 )
-from producers.migration_command import _ctrl_c_always_stops, status_hint
+from producers.migrate.cli import _ctrl_c_always_stops, status_hint
 from producers.queues import readers_of
-from producers.rows import FileFormat, UnreadableFile, format_for, read_rows
+from producers.migrate.scan import FileFormat, UnreadableFile, format_for, read_rows
 
 
 def csv_rows(text: str) -> list[tuple[int, str | None]]:
@@ -230,7 +230,7 @@ def test_the_sender_has_no_result_backend_whatever_the_environment(
     # A Redis backend would subscribe to a pub/sub channel per job sent (memory grows).
     from celery.backends.base import DisabledBackend
 
-    from producers.migration import sender_app
+    from producers.migrate.send import sender_app
 
     monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://127.0.0.1:1/0")
     assert isinstance(sender_app.__wrapped__().backend, DisabledBackend)

@@ -2,7 +2,7 @@
 
 A migration reads its file twice, streaming, so memory stays flat:
 
-1. **Scan**: every row is validated (:mod:`producers.rows`) and the file's
+1. **Scan**: every row is validated (:mod:`producers.migrate.scan`) and the file's
    SHA-256 is computed on the way. Invalid rows are reported with their line
    numbers; ``--validate-only`` stops here.
 2. **Send**: valid rows become ``cards.set_default_card`` jobs on the bulk
@@ -13,7 +13,7 @@ A migration reads its file twice, streaming, so memory stays flat:
    before it sends more, so Redis never holds more than ``window`` of this
    migration's jobs (plus, after a resume, the unfinished ones a killed run
    had sent). Each finished row gets its report line, then is marked finished
-   in Redis (:mod:`cards.migrations`).
+   in Redis (:mod:`producers.migrate.store`).
 
 ``--dry-run`` sends ``cards.check_default_card`` (:mod:`worker.checks`)
 instead, which only reads; the same window, queue, record and report apply.
@@ -68,12 +68,12 @@ from celery import Celery, states
 from cards.batches import BATCH_TASK_NAME
 from cards.jobs import TASK_NAME
 from cards.messaging import celery_app
-from cards.migrations import LineOutcome, MigrationRecord, MigrationStore
+from producers.migrate.store import LineOutcome, MigrationRecord, MigrationStore
 from cards.redaction import batch_reprs, event_reprs
 from cards.settings import get_settings
 from producers.jobs import producer_app
-from producers.progress import MigrationProgress
-from producers.rows import FileFormat, Row, UnreadableFile, check_rows, read_rows
+from producers.migrate.progress import MigrationProgress
+from producers.migrate.scan import FileFormat, Row, UnreadableFile, check_rows, read_rows
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -265,8 +265,8 @@ def scan(
 ) -> ScanResult:
     """Validate every row and hash the file, in one streaming pass.
 
-    Rows are decided by :func:`producers.rows.check_rows`: the same decisions and
-    problems as :func:`producers.rows.read_rows`, without building a job for each
+    Rows are decided by :func:`producers.migrate.scan.check_rows`: the same decisions and
+    problems as :func:`producers.migrate.scan.read_rows`, without building a job for each
     valid row (the scan only counts them).
 
     :class:`UnreadableFile` if two rows carry the same ``job_id``: they would

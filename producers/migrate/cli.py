@@ -2,7 +2,7 @@
 
 The CLI module only declares the command's options; this one checks the file
 and the migration's identity, runs the scan and the send
-(:mod:`producers.migration`), and prints. Errors about the input raise
+(:mod:`producers.migrate.send`), and prints. Errors about the input raise
 :class:`MigrationInputError` (exit code 2); Redis errors propagate to the
 CLI's usual handling (exit code 4).
 """
@@ -22,10 +22,10 @@ from typing import Any, Final
 import typer
 
 from cards.jobs import CHECK_TASK_NAME, MAX_JOB_ID_LENGTH, TASK_NAME, check_job_id
-from cards.migrations import MigrationRecord, MigrationState, migration_state
+from producers.migrate.store import MigrationRecord, MigrationState, migration_state
 from cards.settings import get_settings
 from producers.jobs import check_connections
-from producers.migration import (
+from producers.migrate.send import (
     DEFAULT_WINDOW,
     INTERRUPTED,
     Migration,
@@ -34,9 +34,9 @@ from producers.migration import (
     migration_store,
     scan,
 )
-from producers.progress import BarProgress, LogProgress, MigrationProgress
+from producers.migrate.progress import BarProgress, LogProgress, MigrationProgress
 from producers.queues import queue_depth, queue_readers
-from producers.rows import FileFormat, Row, UnreadableFile, format_for
+from producers.migrate.scan import FileFormat, Row, UnreadableFile, format_for
 
 __all__ = ["MigrationInputError", "migration_command"]
 

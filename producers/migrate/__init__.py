@@ -1,0 +1,1 @@
+"""``cards migrate``: set many customers' default card from a file, resumably."""
