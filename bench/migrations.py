@@ -28,7 +28,6 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from bench.support import finish_migrate, run_migrate
-from producers.migrate.store import MigrationStore
 from harness.processes import (
     BULK_POOL,
     CeleryWorker,
@@ -37,6 +36,7 @@ from harness.processes import (
     run_redis,
     start_worker,
 )
+from producers.migrate.store import MigrationStore
 from stripe_emulator.process import EmulatorProcess, run_emulator
 
 __all__ = [

@@ -69,9 +69,9 @@ from bench.p5_measure import (
     run_to_end,
     write_rows,
 )
-from producers.migrate.store import MigrationStore
 from cards.settings import get_settings
 from harness.processes import BIN, BULK_POOL, REPO_ROOT, run_redis, start_worker
+from producers.migrate.store import MigrationStore
 from stripe_emulator.process import run_emulator
 
 GOAL_ROWS_PER_SECOND: Final = 100_000
@@ -122,7 +122,7 @@ class ValidateFigures:
 
 
 def validate(path: Path, rows: int, runs: int, scratch: Path) -> ValidateFigures:
-    command = [str(BIN / "cards"), "migrate", str(path), "--validate-only", "--quiet"]
+    command = [str(BIN / "cards"), "migrate", "run", str(path), "--validate-only", "--quiet"]
     env = cli_env()
 
     def once() -> Finished:
@@ -288,7 +288,15 @@ def enqueue(
         client = server.client()
         store = MigrationStore(client)
         base = _sample(time.monotonic(), os.getpid(), client, store, queue)
-        command = [str(BIN / "cards"), "migrate", str(path), "--quiet", "--window", str(window)]
+        command = [
+            str(BIN / "cards"),
+            "migrate",
+            "run",
+            str(path),
+            "--quiet",
+            "--window",
+            str(window),
+        ]
         command += ["--id", MIGRATION_ID, "--report", str(scratch / "enqueue.report.csv")]
         samples: list[Sample] = []
         peak_kib = 0

@@ -92,7 +92,7 @@ def run_migrate(
     """Start ``cards migrate FILE --quiet`` (the real CLI); its output goes to ``log_path``."""
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [str(BIN / "cards"), "migrate", str(path), "--quiet", *extra_args],
+            [str(BIN / "cards"), "migrate", "run", str(path), "--quiet", *extra_args],
             cwd=REPO_ROOT,
             env={**os.environ, **env},
             stdout=log,

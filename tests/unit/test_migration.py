@@ -13,13 +13,8 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from producers.migrate.store import (
-    LineOutcome,
-    MigrationRecord,
-    MigrationState,
-    MigrationStore,
-    migration_state,
-)
+from producers.migrate.cli import _ctrl_c_always_stops, status_hint
+from producers.migrate.scan import FileFormat, UnreadableFile, format_for, read_rows, scan
 from producers.migrate.send import (
     INTERRUPTED,
     InFlight,
@@ -27,11 +22,15 @@ from producers.migrate.send import (
     default_migration_id,
     outcome_of,
     requested_at,
-    scan,
 )
-from producers.migrate.cli import _ctrl_c_always_stops, status_hint
+from producers.migrate.store import (
+    LineOutcome,
+    MigrationRecord,
+    MigrationState,
+    MigrationStore,
+    migration_state,
+)
 from producers.queues import readers_of
-from producers.migrate.scan import FileFormat, UnreadableFile, format_for, read_rows
 
 
 def csv_rows(text: str) -> list[tuple[int, str | None]]:
