@@ -150,7 +150,7 @@ class Timed:
 def run_migration(
     path: Path, migration_id: str, s: Stack, worker: CeleryWorker, *args: str
 ) -> Timed:
-    """``cards migrate FILE --quiet --id ID`` to its end; fails loudly unless every row is done.
+    """``cards migrate run FILE --quiet --id ID`` to its end; fails loudly unless every row is done.
 
     ``seconds`` runs from the migration's start (after the file scan, before
     the first send) to its last result, as recorded by the migration itself:

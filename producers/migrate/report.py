@@ -9,11 +9,12 @@ starts it afresh.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Final
+from typing import Final, TextIO
 
-__all__ = ["REPORT_COLUMNS", "Report", "default_report_path"]
+__all__ = ["REPORT_COLUMNS", "Report", "default_report_path", "open_report"]
 
 REPORT_COLUMNS: Final = (
     "line",
@@ -31,27 +32,11 @@ def default_report_path(path: Path, *, dry_run: bool = False) -> Path:
 
 
 class Report:
-    """The report file, open for appending while a migration runs."""
+    """The report file's writer, while :func:`open_report` holds it open."""
 
-    def __init__(self, path: Path, *, fresh: bool) -> None:
-        # Empty: a run killed before its first line left the file without its header.
-        new = fresh or not path.exists() or path.stat().st_size == 0
-        self._handle = path.open("w" if new else "a", encoding="utf-8", newline="")
-        self._writer = csv.writer(self._handle)
-        if new:
-            self._writer.writerow(REPORT_COLUMNS)
-            self._handle.flush()
-
-    def __enter__(self) -> Report:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._handle.close()
+    def __init__(self, handle: TextIO) -> None:
+        self._handle = handle
+        self._writer = csv.writer(handle)
 
     def write(
         self, line: int, fields: tuple[str, str, str], outcome: str, message: str, kind: str
@@ -60,5 +45,21 @@ class Report:
         user_id, default_source, job_id = fields
         self._writer.writerow((line, user_id, default_source, job_id, outcome, message, kind))
 
+    def write_header(self) -> None:
+        self._writer.writerow(REPORT_COLUMNS)
+        self._handle.flush()
+
     def flush(self) -> None:
         self._handle.flush()
+
+
+@contextmanager
+def open_report(path: Path, *, fresh: bool) -> Iterator[Report]:
+    """The report, with its header if it is new (``fresh``) or has none yet."""
+    # Empty: a run killed before its first line left the file without its header.
+    new = fresh or not path.exists() or path.stat().st_size == 0
+    with path.open("w" if new else "a", encoding="utf-8", newline="") as handle:
+        report = Report(handle)
+        if new:
+            report.write_header()
+        yield report

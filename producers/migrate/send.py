@@ -33,7 +33,7 @@ from cards.results import ResultBackend
 from cards.settings import get_settings
 from producers.jobs import producer_app
 from producers.migrate.progress import MigrationProgress
-from producers.migrate.report import Report
+from producers.migrate.report import Report, open_report
 from producers.migrate.scan import FileFormat, Row, open_rows
 from producers.migrate.store import LineOutcome, MigrationRecord, MigrationStore, migration_store
 
@@ -198,8 +198,9 @@ class Migration:
         assert self._report is not None
         self._report.write(line, fields, outcome, message, kind)
         self._finished.append((line, outcome))
-        if fields[2]:
-            self._answered.append(fields[2])
+        _, _, job_id = fields
+        if job_id:  # an invalid row has none
+            self._answered.append(job_id)
         self._counts["finished"] += 1
         if outcome is not LineOutcome.DONE:
             self._counts["failed"] += 1
@@ -308,7 +309,7 @@ class Migration:
     def run(self, *, fresh: bool) -> MigrationRecord:
         """Send every unfinished row and wait for all of them; the final record."""
         with (
-            Report(Path(self.record.report), fresh=fresh) as report,
+            open_report(Path(self.record.report), fresh=fresh) as report,
             open_rows(self._path, self._format) as rows,
         ):
             self._report = report
