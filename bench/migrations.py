@@ -28,7 +28,6 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from bench.support import finish_migrate, run_migrate
-from cards.migrations import MigrationStore
 from harness.processes import (
     BULK_POOL,
     CeleryWorker,
@@ -37,6 +36,7 @@ from harness.processes import (
     run_redis,
     start_worker,
 )
+from producers.migrate.store import MigrationStore
 from stripe_emulator.process import EmulatorProcess, run_emulator
 
 __all__ = [
@@ -150,7 +150,7 @@ class Timed:
 def run_migration(
     path: Path, migration_id: str, s: Stack, worker: CeleryWorker, *args: str
 ) -> Timed:
-    """``cards migrate FILE --quiet --id ID`` to its end; fails loudly unless every row is done.
+    """``cards migrate run FILE --quiet --id ID`` to its end; fails loudly unless every row is done.
 
     ``seconds`` runs from the migration's start (after the file scan, before
     the first send) to its last result, as recorded by the migration itself:

@@ -6,7 +6,7 @@ budget (≥ 23.75 rows/s) and fewer than 1 % of its customer-update requests are
 answered 429.
 
 Each run seeds fresh customers, writes a ``userId,default_source`` CSV and runs
-the real ``cards migrate FILE --quiet`` as a subprocess against dedicated bulk
+the real ``cards migrate run FILE --quiet`` as a subprocess against dedicated bulk
 workers (``celery -A worker worker -Q cards.bulk``, prefork). Between runs the
 emulator's ledger and buckets are reset and the shared limiter's Redis keys are
 dropped, so every run starts as a migration after a quiet period does.

@@ -16,7 +16,7 @@ Each run (after a few uncounted warm-up jobs):
 1. **alone, first half**: a paced sender enqueues live jobs
    (``producers.enqueue_set_default_card``, each for its own fresh customer) at
    ``--live-rate`` for half of ``--alone-seconds``;
-2. **during**: the real ``cards migrate FILE --quiet`` starts as a subprocess
+2. **during**: the real ``cards migrate run FILE --quiet`` starts as a subprocess
    and the same sender runs until the CLI exits;
 3. **alone, second half**: the sender again, with the bulk queue idle.
 

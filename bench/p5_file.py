@@ -1,17 +1,17 @@
 """P5: a 1,000,000-row migration file, validated and enqueued by the real ``cards migrate``.
 
-Goals (issue 3, P5): ``cards migrate FILE --validate-only`` at 100,000 rows/s or
+Goals (issue 3, P5): ``cards migrate run FILE --validate-only`` at 100,000 rows/s or
 more; the producer's peak RSS at most 150 MB when validating and when
 enqueueing; Redis memory bounded by the window while enqueueing.
 
 **Validate.** A generated CSV (``userId,default_source``, ``cus_`` + 14 and
 ``card_`` + 24 letters and digits, about 3% invalid rows of four kinds) is
-checked by ``cards migrate FILE --validate-only --quiet`` as a subprocess, once
+checked by ``cards migrate run FILE --validate-only --quiet`` as a subprocess, once
 untimed (so Python's bytecode cache is written, as an installed CLI has it),
 then ``--runs`` times. rows/s is rows over the process's whole wall time, its
 start-up included; peak RSS is ``wait4``'s ``ru_maxrss``.
 
-**Enqueue.** ``cards migrate FILE --quiet --window W`` runs against a private
+**Enqueue.** ``cards migrate run FILE --quiet --window W`` runs against a private
 ``redis-server``, one bulk worker (``-Q <bulk queue>``) and the Stripe emulator
 at 0 ms. The first ``--seed`` rows are seeded customers (their jobs succeed),
 the rest are generated ids the emulator does not know (their jobs end "no such
@@ -69,9 +69,9 @@ from bench.p5_measure import (
     run_to_end,
     write_rows,
 )
-from cards.migrations import MigrationStore
 from cards.settings import get_settings
 from harness.processes import BIN, BULK_POOL, REPO_ROOT, run_redis, start_worker
+from producers.migrate.store import MigrationStore
 from stripe_emulator.process import run_emulator
 
 GOAL_ROWS_PER_SECOND: Final = 100_000
@@ -122,7 +122,7 @@ class ValidateFigures:
 
 
 def validate(path: Path, rows: int, runs: int, scratch: Path) -> ValidateFigures:
-    command = [str(BIN / "cards"), "migrate", str(path), "--validate-only", "--quiet"]
+    command = [str(BIN / "cards"), "migrate", "run", str(path), "--validate-only", "--quiet"]
     env = cli_env()
 
     def once() -> Finished:
@@ -288,7 +288,15 @@ def enqueue(
         client = server.client()
         store = MigrationStore(client)
         base = _sample(time.monotonic(), os.getpid(), client, store, queue)
-        command = [str(BIN / "cards"), "migrate", str(path), "--quiet", "--window", str(window)]
+        command = [
+            str(BIN / "cards"),
+            "migrate",
+            "run",
+            str(path),
+            "--quiet",
+            "--window",
+            str(window),
+        ]
         command += ["--id", MIGRATION_ID, "--report", str(scratch / "enqueue.report.csv")]
         samples: list[Sample] = []
         peak_kib = 0

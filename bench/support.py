@@ -89,10 +89,10 @@ class CliRun:
 def run_migrate(
     path: Path, env: Mapping[str, str], log_path: Path, extra_args: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
-    """Start ``cards migrate FILE --quiet`` (the real CLI); its output goes to ``log_path``."""
+    """Start ``cards migrate run FILE --quiet`` (the real CLI); its output goes to ``log_path``."""
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [str(BIN / "cards"), "migrate", str(path), "--quiet", *extra_args],
+            [str(BIN / "cards"), "migrate", "run", str(path), "--quiet", *extra_args],
             cwd=REPO_ROOT,
             env={**os.environ, **env},
             stdout=log,

@@ -1,9 +1,9 @@
-"""The ``cards`` command line.
+"""The ``cards`` command line; ``cards migrate`` is the sub-app :mod:`producers.migrate.cli`.
 
 Exit codes: 0 done; 1 the job ended with ``status: false`` (``migrate``: a
 row was invalid or failed); 2 bad input;
 3 no result yet; 4 the broker or result backend cannot be reached.
-Every error is one line on stderr, never a traceback.
+Every error is one line on stderr, never a traceback (:mod:`producers.cli_errors`).
 """
 
 from __future__ import annotations
@@ -11,42 +11,22 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-import kombu.exceptions
 import pydantic
-import redis
 import typer
-from celery.exceptions import BackendError
-from kombu.utils.url import maybe_sanitize_url
 
 from cards.envelope import Envelope
-from cards.jobs import InvalidJob, check_job_id
+from cards.jobs import check_job_id
 from cards.settings import get_settings
 from producers.callbacks import get_callback_status
+from producers.cli_errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, fail, guarded
 from producers.deadletters import dead_letter_store, replay_dead_letters
-from producers.jobs import (
-    ResultNotReady,
-    Unreachable,
-    build_job,
-    check_connections,
-    enqueue_job,
-    get_result,
-)
-from producers.migration import DEFAULT_WINDOW
-from producers.migration_command import MigrationInputError, migration_command
-from producers.rows import FileFormat
+from producers.jobs import build_job, enqueue_job, get_result
+from producers.migrate.cli import app as migrate_app
 
 __all__ = ["cli", "main"]
-
-T = TypeVar("T")
-
-EXIT_JOB_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_NOT_READY = 3
-EXIT_UNREACHABLE = 4
 
 #: Flower's task list shows the result ({status, message}) and a failure's "<kind>: <message>".
 FLOWER_TASK_COLUMNS = "name,uuid,state,kwargs,result,exception,received,runtime,worker"
@@ -60,44 +40,14 @@ cli = typer.Typer(
 )
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _print_envelope(envelope: Envelope | Mapping[str, Any]) -> None:
     typer.echo(json.dumps(envelope, ensure_ascii=False, indent=2))
     if not envelope["status"]:
-        raise typer.Exit(EXIT_JOB_FAILED)
+        raise typer.Exit(EXIT_FAILED)
 
 
-def _guarded(action: Callable[[], T], *, connects: bool = True) -> T:
-    """Run ``action``, turning the expected failures into one line and an exit code."""
-    try:
-        if connects:
-            check_connections()
-        return action()
-    except InvalidJob as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
-    except ResultNotReady as exc:
-        _fail(
-            f"{exc}; wait with --wait SECONDS, and check that a worker reads queue "
-            f"{get_settings().queue}",
-            EXIT_NOT_READY,
-        )
-    except (
-        Unreachable,
-        kombu.exceptions.OperationalError,
-        redis.RedisError,
-        OSError,
-        BackendError,
-    ) as exc:
-        where = maybe_sanitize_url(get_settings().celery_broker_url)
-        _fail(
-            f"cannot reach the broker or result backend at {where} ({exc}); is Redis running "
-            "there? (CELERY_BROKER_URL, CELERY_RESULT_BACKEND)",
-            EXIT_UNREACHABLE,
-        )
+#: The dead letters a ``cards dlq`` command acts on.
+JobIds = Annotated[list[str] | None, typer.Argument(help="Job ids; all if omitted.")]
 
 
 @cli.command()
@@ -113,7 +63,7 @@ def enqueue(
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 30.0,
 ) -> None:
     """Enqueue one job; print its id (or, with --wait, its envelope as JSON)."""
-    job = _guarded(
+    job = guarded(
         lambda: build_job(
             user_id,
             source,
@@ -123,11 +73,11 @@ def enqueue(
         ),
         connects=False,
     )
-    new_id = _guarded(lambda: enqueue_job(job))
+    new_id = guarded(lambda: enqueue_job(job))
     if not wait:
         typer.echo(new_id)
         return
-    _print_envelope(_guarded(lambda: get_result(new_id, timeout=timeout)))
+    _print_envelope(guarded(lambda: get_result(new_id, timeout=timeout)))
 
 
 @cli.command()
@@ -139,7 +89,7 @@ def result(
     try:
         check_job_id(job_id, "JOB_ID")
     except ValueError as exc:
-        _fail(f"{exc}; pass the id that `cards enqueue` printed", EXIT_BAD_INPUT)
+        fail(f"{exc}; pass the id that `cards enqueue` printed", EXIT_BAD_INPUT)
 
     def envelope_and_callback() -> dict[str, Any]:
         view: dict[str, Any] = dict(get_result(job_id, timeout=wait))
@@ -148,7 +98,7 @@ def result(
             view["callback"] = callback  # this view only; never stored in the envelope
         return view
 
-    _print_envelope(_guarded(envelope_and_callback))
+    _print_envelope(guarded(envelope_and_callback))
 
 
 @cli.command()
@@ -167,13 +117,13 @@ def flower(
     auth = get_settings().flower_basic_auth
     weak = get_settings().flower_password_problem
     if weak is not None:
-        _fail(weak, EXIT_BAD_INPUT)
+        fail(weak, EXIT_BAD_INPUT)
     env = dict(os.environ)
     if auth is not None:
         # Through the environment, so the password is not on a command line `ps` shows.
         env["FLOWER_BASIC_AUTH"] = auth.get_secret_value()
     elif not insecure_no_auth:
-        _fail(
+        fail(
             "CARDS_FLOWER_BASIC_AUTH (user:password) is not set; Flower shows every job, so it "
             "does not start without auth (use --insecure-no-auth to override)",
             EXIT_BAD_INPUT,
@@ -211,7 +161,7 @@ def gateway(
     try:
         serve(host, port, dev_no_auth=dev_no_auth)
     except GatewayConfigError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
+        fail(str(exc), EXIT_BAD_INPUT)
 
 
 dlq = typer.Typer(
@@ -225,7 +175,7 @@ def dlq_list(
     limit: Annotated[int | None, typer.Option(help="Show at most this many.")] = None,
 ) -> None:
     """Print dead letters, oldest first, one JSON object per line."""
-    for letter in _guarded(lambda: dead_letter_store().oldest(limit), connects=False):
+    for letter in guarded(lambda: dead_letter_store().oldest(limit), connects=False):
         typer.echo(
             json.dumps(
                 {
@@ -241,9 +191,7 @@ def dlq_list(
 
 
 @dlq.command("replay")
-def dlq_replay(
-    job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids; all if omitted.")] = None,
-) -> None:
+def dlq_replay(job_ids: JobIds = None) -> None:
     """Enqueue dead letters again under their own job ids (no write is doubled)."""
     store = dead_letter_store()
 
@@ -251,87 +199,24 @@ def dlq_replay(
         letters = store.get(job_ids) if job_ids else store.oldest()
         missing = sorted(set(job_ids or ()) - {letter.job_id for letter in letters})
         if missing:
-            _fail(f"not in the dead-letter store: {', '.join(missing)}", EXIT_BAD_INPUT)
+            fail(f"not in the dead-letter store: {', '.join(missing)}", EXIT_BAD_INPUT)
         return replay_dead_letters(letters, store=store)
 
-    replayed = _guarded(replay)
+    replayed = guarded(replay)
     typer.echo(f"replayed {len(replayed)} job(s)")
     for job_id in replayed:
         typer.echo(job_id)
 
 
 @dlq.command("purge")
-def dlq_purge(
-    job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids; all if omitted.")] = None,
-) -> None:
+def dlq_purge(job_ids: JobIds = None) -> None:
     """Delete dead letters without replaying them."""
     store = dead_letter_store()
-    removed = _guarded(lambda: store.remove(job_ids) if job_ids else store.purge(), connects=False)
+    removed = guarded(lambda: store.remove(job_ids) if job_ids else store.purge(), connects=False)
     typer.echo(f"purged {removed} job(s)")
 
 
-@cli.command(no_args_is_help=True)
-def migrate(
-    target: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="FILE | list | status ID | resume ID",
-            help="A CSV or JSONL file to migrate; or `list`; or `status ID`; or `resume ID`.",
-            show_default=False,
-        ),
-    ],
-    file_format: Annotated[
-        FileFormat | None,
-        typer.Option("--format", help="csv or jsonl; by default from the file's extension."),
-    ] = None,
-    window: Annotated[
-        int, typer.Option(min=1, help="Jobs in flight at most (sent, not finished).")
-    ] = DEFAULT_WINDOW,
-    migration_id: Annotated[
-        str | None,
-        typer.Option("--id", help="The migration's id; by default m + the file's SHA-256."),
-    ] = None,
-    report: Annotated[
-        Path | None, typer.Option(help="Report CSV; by default <FILE>.report.csv.")
-    ] = None,
-    validate_only: Annotated[
-        bool, typer.Option("--validate-only", help="Validate every row, send nothing.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", help="Log lines instead of a progress bar.")
-    ] = False,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="Check through the workers, reading only, that each customer exists and "
-            "has the card; write nothing.",
-        ),
-    ] = False,
-) -> None:
-    """Set many default cards from a file, on the bulk queue, resumably.
-
-    Exit codes: 0 every row done; 1 some row invalid or failed; 2 bad input
-    (unreadable file, unknown migration); 4 Redis cannot be reached; 130
-    interrupted (Ctrl-C: it prints the resume command).
-    """
-    try:
-        code = _guarded(
-            lambda: migration_command(
-                target,
-                file_format=file_format,
-                window=window,
-                migration_id=migration_id,
-                report=report,
-                validate_only=validate_only,
-                quiet=quiet,
-                dry_run=dry_run,
-            ),
-            connects=False,
-        )
-    except MigrationInputError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
-    raise typer.Exit(code)
+cli.add_typer(migrate_app, name="migrate")
 
 
 def main() -> None:
@@ -347,4 +232,4 @@ def main() -> None:
     try:
         cli()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

@@ -13,10 +13,10 @@ import pytest
 from celery import Celery
 
 from cards.batches import BATCH_TASK_NAME
-from cards.migrations import MigrationStore
 from cards.settings import get_settings
 from harness.processes import BIN, BULK_POOL, run_redis, run_worker, start_worker, wait_for
 from producers import get_result
+from producers.migrate.store import MigrationStore
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import applied_writes, customer_writes, worker_env
 from worker.idempotency import idempotency_key
@@ -168,7 +168,15 @@ def test_a_bulk_worker_killed_mid_batch_loses_no_row_and_doubles_none(
             extra_args=("-Q", BULK_QUEUE, *BULK_POOL),
         )
         producer = subprocess.Popen(
-            [str(BIN / "cards"), "migrate", str(source), "--quiet", "--id", "kill-mid-batch"],
+            [
+                str(BIN / "cards"),
+                "migrate",
+                "run",
+                str(source),
+                "--quiet",
+                "--id",
+                "kill-mid-batch",
+            ],
             env={**os.environ, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 import redis
 
-from cards.migrations import MigrationStore
 from harness.processes import BIN, BULK_POOL, CeleryWorker, RedisServer, run_worker, wait_for
 from harness.queues import queued_rows
-from producers.migration import REPORT_COLUMNS, default_migration_id
+from producers.migrate.report import REPORT_COLUMNS
+from producers.migrate.send import default_migration_id
+from producers.migrate.store import MigrationStore
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import worker_env
 
@@ -96,7 +97,7 @@ def test_valid_rows_are_done_invalid_rows_reported_by_line_csv(
     source = tmp_path / "cards.csv"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    done = migrate(redis_server.url(bulk_db), str(source), "--quiet", "--window", "2")
+    done = migrate(redis_server.url(bulk_db), "run", str(source), "--quiet", "--window", "2")
 
     assert done.returncode == 1, done.stderr
     assert "line 3: invalid job: userId" in done.stderr
@@ -137,7 +138,9 @@ def test_jsonl_rows_are_numbered_by_line(
     )
     report = tmp_path / "out.csv"
 
-    done = migrate(redis_server.url(bulk_db), str(source), "--quiet", "--report", str(report))
+    done = migrate(
+        redis_server.url(bulk_db), "run", str(source), "--quiet", "--report", str(report)
+    )
 
     assert done.returncode == 1, done.stderr
     assert "line 3: invalid row: not JSON" in done.stderr
@@ -156,9 +159,9 @@ def test_validate_only_sends_nothing(
     )
     writes = emulator.admin.ledger()["writes_applied_by_customer"].get(customer["id"], 0)
 
-    valid = migrate(redis_server.url(bulk_db), str(source), "--validate-only")
+    valid = migrate(redis_server.url(bulk_db), "run", str(source), "--validate-only")
     source.write_text(source.read_text() + "cus_x,tok_visa\n", encoding="utf-8")
-    invalid = migrate(redis_server.url(bulk_db), str(source), "--validate-only")
+    invalid = migrate(redis_server.url(bulk_db), "run", str(source), "--validate-only")
 
     assert valid.returncode == 0, valid.stderr
     assert valid.stdout.strip() == "1 rows: 1 valid, 0 invalid"
@@ -179,16 +182,20 @@ def test_bad_input_is_one_line_and_exit_code_2(
     good.write_text("userId,default_source\ncus_1,card_1\n", encoding="utf-8")
     unwritable = str(tmp_path / "no-such-dir" / "report.csv")
     for args in (
-        [str(no_header)],
-        [str(unknown)],
+        ["run", str(no_header)],
+        ["run", str(unknown)],
         ["status", "m0000"],
-        ["a", "b", "c"],
-        [str(good), "--report", unwritable],
+        ["resume", "m0000"],
+        ["run", str(good), "--report", unwritable],
     ):
         done = migrate(redis_server.url(bulk_db), *args)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1
         assert done.stderr.startswith("error: ")
+    # Arguments no command takes: Typer's usage error, with the same exit code.
+    for args in (["a", "b", "c"], ["run", str(good), "extra"], ["status"]):
+        done = migrate(redis_server.url(bulk_db), *args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
 
 
 def test_a_killed_migration_resumes_without_losing_or_doubling_a_row(
@@ -207,7 +214,7 @@ def test_a_killed_migration_resumes_without_losing_or_doubling_a_row(
     url = redis_server.url(bulk_db)
     env = {**os.environ, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url}
     producer = subprocess.Popen(
-        [str(BIN / "cards"), "migrate", str(source), "--quiet", "--window", "10"],
+        [str(BIN / "cards"), "migrate", "run", str(source), "--quiet", "--window", "10"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -246,7 +253,7 @@ def test_a_killed_migration_resumes_without_losing_or_doubling_a_row(
     lines = [int(r["line"]) for r in report_rows(tmp_path / "many.csv.report.csv")]
     assert set(lines) == set(range(2, 302))  # every row reported (a kill may repeat one)
 
-    again = migrate(url, str(source), "--quiet")
+    again = migrate(url, "run", str(source), "--quiet")
     assert again.returncode == 0, again.stderr
     assert "300 already finished" in again.stdout
     assert emulator.admin.ledger()["writes_applied_by_customer"] == by_customer
@@ -304,11 +311,11 @@ def test_a_finished_migration_run_again_shows_the_same_counts_on_the_bar_and_sum
         encoding="utf-8",
     )
     url = redis_server.url(bulk_db)
-    first = migrate(url, str(source), "--quiet")
+    first = migrate(url, "run", str(source), "--quiet")
     assert "3 rows, 1 done, 1 failed, 1 invalid" in first.stdout, first.stderr
 
-    quiet = migrate(url, str(source), "--quiet")
-    bar = migrate(url, str(source))
+    quiet = migrate(url, "run", str(source), "--quiet")
+    bar = migrate(url, "run", str(source))
 
     assert "3 already finished" in quiet.stdout
     assert "3 rows, 1 done, 1 failed, 1 invalid" in quiet.stdout
@@ -333,7 +340,7 @@ def test_a_migration_without_a_bulk_worker_says_so_and_ctrl_c_prints_the_resume_
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("w") as stderr:
         producer = subprocess.Popen(
-            [str(BIN / "cards"), "migrate", str(source), "--quiet"],
+            [str(BIN / "cards"), "migrate", "run", str(source), "--quiet"],
             env={**os.environ, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url},
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -400,7 +407,7 @@ def test_dry_run_reads_through_the_workers_and_writes_nothing(
     url = redis_server.url(bulk_db)
     before = emulator.admin.ledger()["writes_applied_by_customer"]
 
-    dry = migrate(url, str(source), "--dry-run", "--quiet")
+    dry = migrate(url, "run", str(source), "--dry-run", "--quiet")
 
     assert dry.returncode == 1, dry.stderr
     assert "dry run, nothing written" in dry.stdout
@@ -418,7 +425,7 @@ def test_dry_run_reads_through_the_workers_and_writes_nothing(
     assert emulator.admin.ledger()["writes_applied_by_customer"] == before
 
     # The dry run finished no line of the real migration.
-    real = migrate(url, str(source), "--quiet")
+    real = migrate(url, "run", str(source), "--quiet")
     assert "0 already finished" in real.stdout
     assert "5 rows, 2 done, 3 failed" in real.stdout
 
@@ -445,7 +452,7 @@ def test_redis_never_holds_more_than_the_window(
         "CARDS_BULK_QUEUE": queue,
     }
     producer = subprocess.Popen(
-        [str(BIN / "cards"), "migrate", str(source), "--quiet", "--window", "5"],
+        [str(BIN / "cards"), "migrate", "run", str(source), "--quiet", "--window", "5"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -13,25 +13,24 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from cards.migrations import (
-    LineOutcome,
-    MigrationRecord,
-    MigrationState,
-    MigrationStore,
-    migration_state,
-)
-from producers.migration import (
+from producers.migrate.cli import _ctrl_c_always_stops, status_hint
+from producers.migrate.scan import FileFormat, UnreadableFile, format_for, read_rows, scan
+from producers.migrate.send import (
     INTERRUPTED,
     InFlight,
     Sent,
     default_migration_id,
     outcome_of,
     requested_at,
-    scan,
 )
-from producers.migration_command import _ctrl_c_always_stops, status_hint
+from producers.migrate.store import (
+    LineOutcome,
+    MigrationRecord,
+    MigrationState,
+    MigrationStore,
+    migration_state,
+)
 from producers.queues import readers_of
-from producers.rows import FileFormat, UnreadableFile, format_for, read_rows
 
 
 def csv_rows(text: str) -> list[tuple[int, str | None]]:
@@ -230,7 +229,7 @@ def test_the_sender_has_no_result_backend_whatever_the_environment(
     # A Redis backend would subscribe to a pub/sub channel per job sent (memory grows).
     from celery.backends.base import DisabledBackend
 
-    from producers.migration import sender_app
+    from producers.migrate.send import sender_app
 
     monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://127.0.0.1:1/0")
     assert isinstance(sender_app.__wrapped__().backend, DisabledBackend)

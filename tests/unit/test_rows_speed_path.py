@@ -27,8 +27,14 @@ from cards.jobs import (
     accepts_quickly,
     validate_job,
 )
-from producers.migration import scan
-from producers.rows import ALLOWED_FIELDS, FileFormat, UnreadableFile, check_rows, read_rows
+from producers.migrate.scan import (
+    ALLOWED_FIELDS,
+    FileFormat,
+    UnreadableFile,
+    check_rows,
+    read_rows,
+    scan,
+)
 
 ALNUM = string.ascii_letters + string.digits
 #: Characters next to the rules' edges: job id punctuation, whitespace, controls, a comma

@@ -1,30 +1,12 @@
-"""A migration's progress, kept in Redis so that a killed producer can resume.
+"""A migration's record in Redis, so that a killed producer can resume.
 
-A migration (``cards migrate FILE``) may run for hours; the producer may be
-killed at any moment. What it has finished must survive it, in little memory
-however long the file is:
-
-``cards:migration:<id>`` (hash)
-    The file (absolute path, format, SHA-256 of its content), the report's
-    path, the counts (``rows``, ``valid``, ``invalid``, ``done``, ``failed``),
-    ``sent_through`` (the highest line ever sent: a line above it was never
-    sent, so it needs no look-up before it is sent), and times.
-``cards:migration:<id>:lines`` (bitmap)
-    One bit per line of the file, set once the line is finished (done, failed
-    or invalid) and its report row written: 125 KB for a million lines.
-
-A line is finished at most once: the bit and its count change together in one
-Lua script, so a line marked twice (a resumed producer, a replayed result) is
-counted once. Both keys expire ``RECORD_TTL_SECONDS`` after the last change.
-
-A migration's state (:func:`migration_state`) is read from its record:
-``done`` or ``failed`` (some row failed or was invalid) once complete;
-``stalled`` when its producer was interrupted, or nothing changed for
-``STALL_SECONDS``; else ``running``.
-
-Parameters:
-    RECORD_TTL_SECONDS: how long a migration's record outlives its last change.
-    STALL_SECONDS: a running migration without progress for this long is stalled.
+``cards:migration:<id>`` (hash) holds the file's facts, the report's path, the
+counts and ``sent_through`` (no line above it was ever sent);
+``cards:migration:<id>:lines`` (bitmap) has a bit per finished line. A line is
+finished at most once: its bit and its count change together in one Lua script
+(``lua/finish.lua``). Both keys expire ``RECORD_TTL_SECONDS`` after the last
+change. :func:`migration_state` (pure) reads a record's state. Keys and states
+in full: docs/migrations.md.
 """
 
 from __future__ import annotations
@@ -33,9 +15,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from importlib import resources
 from typing import Any, Final, cast
 
 import redis
+
+from cards.results import ResultBackend
+from producers.jobs import producer_app
 
 __all__ = [
     "RECORD_TTL_SECONDS",
@@ -45,11 +31,24 @@ __all__ = [
     "MigrationState",
     "MigrationStore",
     "migration_state",
+    "migration_store",
 ]
 
+#: How long a migration's record outlives its last change.
 RECORD_TTL_SECONDS: Final = 30 * 24 * 3600
+#: A running migration without progress for this long is stalled.
 STALL_SECONDS: Final = 60.0
 KEY_PREFIX: Final = "cards:migration:"
+
+
+def _lua(name: str) -> str:
+    """A script of this package's ``lua/`` folder (shipped in the wheel)."""
+    return (
+        resources.files("producers.migrate")
+        .joinpath("lua")
+        .joinpath(name)
+        .read_text(encoding="utf-8")
+    )
 
 
 class LineOutcome(StrEnum):
@@ -63,31 +62,6 @@ class MigrationState(StrEnum):
     STALLED = "stalled"
     DONE = "done"
     FAILED = "failed"
-
-
-# KEYS: hash, bitmap. ARGV: ttl, now, then (line, outcome) pairs. Returns newly finished.
-_FINISH: Final = """
-local fresh = 0
-for i = 3, #ARGV, 2 do
-  if redis.call('SETBIT', KEYS[2], ARGV[i], 1) == 0 then
-    redis.call('HINCRBY', KEYS[1], ARGV[i + 1], 1)
-    fresh = fresh + 1
-  end
-end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-return fresh
-"""
-
-# KEYS: hash. ARGV: line, now. Raises sent_through to line, never lowers it.
-_SENT_THROUGH: Final = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'sent_through') or '0')
-if tonumber(ARGV[1]) > current then
-  redis.call('HSET', KEYS[1], 'sent_through', ARGV[1], 'updated_at', ARGV[2])
-end
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -144,12 +118,12 @@ class MigrationRecord:
 
 
 class MigrationStore:
-    """Migration records in Redis (see the module docstring for the keys)."""
+    """Migration records in Redis (keys: see the module docstring)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._finish = client.register_script(_FINISH)
-        self._sent_through = client.register_script(_SENT_THROUGH)
+        self._finish = client.register_script(_lua("finish.lua"))
+        self._sent_through = client.register_script(_lua("sent_through.lua"))
 
     @staticmethod
     def _keys(migration_id: str) -> tuple[str, str]:
@@ -247,3 +221,8 @@ def migration_state(
     if record.interrupted_at or now - record.updated_at > stall_seconds:
         return MigrationState.STALLED
     return MigrationState.RUNNING
+
+
+def migration_store() -> MigrationStore:
+    """The store in the producer's result-backend Redis."""
+    return MigrationStore(ResultBackend(producer_app()).client)

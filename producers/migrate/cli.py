@@ -1,10 +1,11 @@
-"""What ``cards migrate`` does with its arguments: migrate a file, resume, or show status.
+"""``cards migrate``: the Typer sub-app (``run``, ``status``, ``resume``, ``list``).
 
-The CLI module only declares the command's options; this one checks the file
-and the migration's identity, runs the scan and the send
-(:mod:`producers.migration`), and prints. Errors about the input raise
-:class:`MigrationInputError` (exit code 2); Redis errors propagate to the
-CLI's usual handling (exit code 4).
+``run`` checks the file and the migration's identity, scans the file
+(:mod:`producers.migrate.scan`), sends its rows (:mod:`producers.migrate.send`)
+and prints a summary; ``resume`` runs a recorded migration again from its file.
+Errors about the input raise :class:`MigrationInputError` (exit code 2); Redis
+errors exit 4 (:func:`producers.cli_errors.guarded`); Ctrl-C exits 130 and
+prints ``cards migrate resume ID``.
 """
 
 from __future__ import annotations
@@ -13,40 +14,43 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final, NoReturn
 
 import typer
 
 from cards.jobs import CHECK_TASK_NAME, MAX_JOB_ID_LENGTH, TASK_NAME, check_job_id
-from cards.migrations import MigrationRecord, MigrationState, migration_state
 from cards.settings import get_settings
-from producers.jobs import check_connections
-from producers.migration import (
-    DEFAULT_WINDOW,
-    INTERRUPTED,
-    Migration,
-    default_migration_id,
-    default_report_path,
-    migration_store,
-    scan,
+from producers.cli_errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    fail,
+    guarded,
 )
-from producers.progress import BarProgress, LogProgress, MigrationProgress
+from producers.jobs import check_connections
+from producers.migrate.progress import BarProgress, LogProgress, MigrationProgress
+from producers.migrate.report import default_report_path
+from producers.migrate.scan import FileFormat, Row, UnreadableFile, format_for, scan
+from producers.migrate.send import DEFAULT_WINDOW, INTERRUPTED, Migration, default_migration_id
+from producers.migrate.store import (
+    MigrationRecord,
+    MigrationState,
+    migration_state,
+    migration_store,
+)
 from producers.queues import queue_depth, queue_readers
-from producers.rows import FileFormat, Row, UnreadableFile, format_for
 
-__all__ = ["MigrationInputError", "migration_command"]
+__all__ = ["MigrationInputError", "app", "status_hint"]
 
 #: A migration id leaves room in a job id (at most 128) for ``:<line>``.
 MAX_MIGRATION_ID_LENGTH: Final = MAX_JOB_ID_LENGTH - 12
 #: A dry run's id: the migration's, plus this.
 DRY_RUN_SUFFIX: Final = ".dry"
-EXIT_OK: Final = 0
-EXIT_ROWS_FAILED: Final = 1
-EXIT_INTERRUPTED: Final = 130
 
 
 class MigrationInputError(ValueError):
@@ -157,7 +161,7 @@ def _migrate(
         raise MigrationInputError(str(exc)) from None
     if validate_only:
         typer.echo(f"{scanned.rows} rows: {scanned.valid} valid, {scanned.invalid} invalid")
-        return EXIT_ROWS_FAILED if scanned.invalid else EXIT_OK
+        return EXIT_FAILED if scanned.invalid else EXIT_OK
     if expected_sha256 is not None and scanned.sha256 != expected_sha256:
         raise MigrationInputError(f"{path} has changed since the migration started")
     chosen_id = _check_id(migration_id or default_migration_id(scanned.sha256))
@@ -222,7 +226,7 @@ def _migrate(
         return EXIT_INTERRUPTED
     typer.echo(("dry run, nothing written: " if dry_run else "") + _summary(final))
     typer.echo(f"report: {final.report}")
-    return EXIT_ROWS_FAILED if final.failed or final.invalid else EXIT_OK
+    return EXIT_FAILED if final.failed or final.invalid else EXIT_OK
 
 
 @contextmanager
@@ -245,61 +249,136 @@ def _ctrl_c_always_stops() -> Iterator[None]:
         INTERRUPTED.clear()
 
 
-def migration_command(
-    target: list[str],
-    *,
-    file_format: FileFormat | None = None,
-    window: int = DEFAULT_WINDOW,
-    migration_id: str | None = None,
-    report: Path | None = None,
-    validate_only: bool = False,
-    quiet: bool = False,
-    dry_run: bool = False,
-) -> int:
-    """Run ``cards migrate`` with these arguments; the exit code."""
-    match target:
-        case ["status", wanted]:
-            typer.echo(json.dumps(_status_view(_existing(wanted)), indent=2))
-            return EXIT_OK
-        case ["list"]:
-            check_connections()
-            for record in migration_store().all():
-                shown = {
-                    "id": record.id,
-                    "state": str(migration_state(record, time.time())),
-                    "rows": record.rows,
-                    "done": record.done,
-                    "failed": record.failed,
-                    "invalid": record.invalid,
-                    "file": record.file,
-                    "last_progress_at": _when(record.updated_at),
-                }
-                typer.echo(json.dumps(shown))
-            return EXIT_OK
-        case ["resume", wanted]:
-            record = _existing(wanted)
-            dry = record.id.endswith(DRY_RUN_SUFFIX)
-            return _migrate(
-                Path(record.file),
-                FileFormat(record.format),
-                window=window,
-                migration_id=record.id.removesuffix(DRY_RUN_SUFFIX) if dry else record.id,
-                report=Path(record.report),
-                validate_only=False,
-                quiet=quiet,
-                dry_run=dry,
-                expected_sha256=record.sha256,
-            )
-        case [file]:
-            return _migrate(
-                Path(file).resolve(),
-                file_format,
-                window=window,
-                migration_id=migration_id,
-                report=report,
-                validate_only=validate_only,
-                quiet=quiet,
-                dry_run=dry_run,
-            )
-        case _:
-            raise MigrationInputError("expected FILE, `list`, `status ID` or `resume ID`")
+def _list() -> int:
+    check_connections()
+    for record in migration_store().all():
+        shown = {
+            "id": record.id,
+            "state": str(migration_state(record, time.time())),
+            "rows": record.rows,
+            "done": record.done,
+            "failed": record.failed,
+            "invalid": record.invalid,
+            "file": record.file,
+            "last_progress_at": _when(record.updated_at),
+        }
+        typer.echo(json.dumps(shown))
+    return EXIT_OK
+
+
+def _status(migration_id: str) -> int:
+    typer.echo(json.dumps(_status_view(_existing(migration_id)), indent=2))
+    return EXIT_OK
+
+
+def _resume(migration_id: str, *, window: int, quiet: bool) -> int:
+    record = _existing(migration_id)
+    dry = record.id.endswith(DRY_RUN_SUFFIX)
+    return _migrate(
+        Path(record.file),
+        FileFormat(record.format),
+        window=window,
+        migration_id=record.id.removesuffix(DRY_RUN_SUFFIX) if dry else record.id,
+        report=Path(record.report),
+        validate_only=False,
+        quiet=quiet,
+        dry_run=dry,
+        expected_sha256=record.sha256,
+    )
+
+
+# --- the sub-app ------------------------------------------------------------------------------
+
+app = typer.Typer(
+    help="Set many default cards from a file, on the bulk queue, resumably.",
+    no_args_is_help=True,
+)
+
+Window = Annotated[int, typer.Option(min=1, help="Jobs in flight at most (sent, not finished).")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="Log lines instead of a progress bar.")]
+MigrationId = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID", help="The migration's id (printed when it starts).", show_default=False
+    ),
+]
+
+
+def _exit_with(action: Callable[[], int]) -> NoReturn:
+    """Run a command's action; exit with its code, or 2 for bad input, 4 for Redis."""
+    try:
+        code = guarded(action, connects=False)
+    except MigrationInputError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    raise typer.Exit(code)
+
+
+@app.command("run", no_args_is_help=True)
+def run(
+    file: Annotated[
+        Path,
+        typer.Argument(metavar="FILE", help="A CSV or JSONL file to migrate.", show_default=False),
+    ],
+    file_format: Annotated[
+        FileFormat | None,
+        typer.Option("--format", help="csv or jsonl; by default from the file's extension."),
+    ] = None,
+    window: Window = DEFAULT_WINDOW,
+    migration_id: Annotated[
+        str | None,
+        typer.Option("--id", help="The migration's id; by default m + the file's SHA-256."),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Report CSV; by default <FILE>.report.csv.")
+    ] = None,
+    validate_only: Annotated[
+        bool, typer.Option("--validate-only", help="Validate every row, send nothing.")
+    ] = False,
+    quiet: Quiet = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check through the workers, reading only, that each customer exists and "
+            "has the card; write nothing.",
+        ),
+    ] = False,
+) -> None:
+    """Migrate a file: each valid row a job on the bulk queue, at most --window in flight.
+
+    Exit codes: 0 every row done; 1 some row invalid or failed; 2 bad input
+    (unreadable file, unknown migration); 4 Redis cannot be reached; 130
+    interrupted (Ctrl-C: it prints the resume command).
+    """
+    _exit_with(
+        lambda: _migrate(
+            file.resolve(),
+            file_format,
+            window=window,
+            migration_id=migration_id,
+            report=report,
+            validate_only=validate_only,
+            quiet=quiet,
+            dry_run=dry_run,
+        )
+    )
+
+
+@app.command("status")
+def status(migration_id: MigrationId) -> None:
+    """Print a migration's state, counts, queue depth, workers and a hint as JSON."""
+    _exit_with(lambda: _status(migration_id))
+
+
+@app.command("resume")
+def resume(
+    migration_id: MigrationId, window: Window = DEFAULT_WINDOW, quiet: Quiet = False
+) -> None:
+    """Continue a migration from its file; finished rows are skipped. Exit codes as `run`'s."""
+    _exit_with(lambda: _resume(migration_id, window=window, quiet=quiet))
+
+
+@app.command("list")
+def list_migrations() -> None:
+    """Print every recorded migration with its state, one JSON line each."""
+    _exit_with(_list)

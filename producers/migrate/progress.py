@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Final, Protocol
+from typing import Final, Protocol, Self
 
 import typer
 from rich.console import Console
@@ -48,13 +48,35 @@ class MigrationProgress(Protocol):
         """``finished`` rows of the total (done, failed or invalid), ``failed`` of them not done."""
 
 
+class _View:
+    """A progress view as a context manager: shown on entry, finished on exit."""
+
+    def __enter__(self) -> Self:
+        self._start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        pass
+
+    def _stop(self) -> None:
+        pass
+
+
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         return Text("-- rows/s" if speed is None else f"{speed:,.0f} rows/s")
 
 
-class BarProgress:
+class BarProgress(_View):
     """A live bar on stderr: finished/total, failed, rows per second and ETA."""
 
     def __init__(self, migration_id: str, total: int, already: int, already_failed: int) -> None:
@@ -72,26 +94,20 @@ class BarProgress:
         self._task = self._progress.add_task(migration_id, total=total, failed=already_failed)
         self._already = already
 
-    def __enter__(self) -> BarProgress:
+    def _start(self) -> None:
         self._progress.start()
         # Rows a killed run finished count as done, but not towards the rate.
         self._progress.update(self._task, completed=self._already)
         self._progress.reset(self._task, completed=self._already)
-        return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _stop(self) -> None:
         self._progress.stop()
 
     def update(self, finished: int, failed: int) -> None:
         self._progress.update(self._task, completed=finished, failed=failed)
 
 
-class LogProgress:
+class LogProgress(_View):
     """One line on stderr every few seconds, and one at the end."""
 
     def __init__(self, migration_id: str, total: int, already: int, already_failed: int) -> None:
@@ -103,15 +119,7 @@ class LogProgress:
         self._finished = already
         self._failed = already_failed
 
-    def __enter__(self) -> LogProgress:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _stop(self) -> None:
         self._log()
 
     def update(self, finished: int, failed: int) -> None:
