@@ -15,11 +15,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from importlib import resources
 from typing import Any, Final, cast
 
 import redis
 
+from cards.lua_scripts import read_lua
 from cards.results import ResultBackend
 from producers.jobs import producer_app
 
@@ -39,16 +39,6 @@ RECORD_TTL_SECONDS: Final = 30 * 24 * 3600
 #: A running migration without progress for this long is stalled.
 STALL_SECONDS: Final = 60.0
 KEY_PREFIX: Final = "cards:migration:"
-
-
-def _lua(name: str) -> str:
-    """A script of this package's ``lua/`` folder (shipped in the wheel)."""
-    return (
-        resources.files("producers.migrate")
-        .joinpath("lua")
-        .joinpath(name)
-        .read_text(encoding="utf-8")
-    )
 
 
 class LineOutcome(StrEnum):
@@ -122,8 +112,10 @@ class MigrationStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._finish = client.register_script(_lua("finish.lua"))
-        self._sent_through = client.register_script(_lua("sent_through.lua"))
+        self._finish = client.register_script(read_lua("producers.migrate", "finish.lua"))
+        self._sent_through = client.register_script(
+            read_lua("producers.migrate", "sent_through.lua")
+        )
 
     @staticmethod
     def _keys(migration_id: str) -> tuple[str, str]:
