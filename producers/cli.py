@@ -26,15 +26,15 @@ from cards.envelope import Envelope
 from cards.jobs import InvalidJob, check_job_id
 from cards.settings import get_settings
 from producers.callbacks import get_callback_status
-from producers.deadletters import dead_letter_store, replay_dead_letters
-from producers.jobs import (
+from producers.client import (
     ResultNotReady,
     Unreachable,
     build_job,
     check_connections,
-    enqueue_job,
     get_result,
 )
+from producers.client import enqueue as enqueue_job
+from producers.deadletters import dead_letter_store, replay_dead_letters
 from producers.migration import DEFAULT_WINDOW
 from producers.migration_command import MigrationInputError, migration_command
 from producers.rows import FileFormat

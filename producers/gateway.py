@@ -67,7 +67,17 @@ from cards.jobs import (
 from cards.settings import Settings, get_settings
 from producers import api_models as models
 from producers.auth import ApiKeys, Caller, InvalidApiKeys, Scope
-from producers.companion import enqueue_companion_job
+from producers.client import (
+    ResultNotReady,
+    Unreachable,
+    check_callback_url,
+    check_connections,
+    check_request_time,
+    get_result,
+)
+from producers.client import enqueue as enqueue_companion_job
+from producers.client import enqueue as enqueue_job
+from producers.client import producer_app as default_producer_app
 from producers.http_errors import (
     BAD_REQUEST,
     CONFLICT,
@@ -80,16 +90,6 @@ from producers.http_errors import (
     error_body,
     status_for,
 )
-from producers.jobs import (
-    ResultNotReady,
-    Unreachable,
-    check_callback_url,
-    check_connections,
-    check_request_time,
-    enqueue_job,
-    get_result,
-)
-from producers.jobs import producer_app as default_producer_app
 from producers.ownership import Claim, ClaimOutcome, JobOwners, job_digest
 
 __all__ = ["GatewayConfigError", "create_app", "public_state", "serve"]

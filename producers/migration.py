@@ -71,7 +71,7 @@ from cards.messaging import celery_app
 from cards.migrations import LineOutcome, MigrationRecord, MigrationStore
 from cards.redaction import batch_reprs, event_reprs
 from cards.settings import get_settings
-from producers.jobs import producer_app
+from producers.client import producer_app
 from producers.progress import MigrationProgress
 from producers.rows import FileFormat, Row, UnreadableFile, check_rows, read_rows
 

@@ -24,7 +24,7 @@ import typer
 from cards.jobs import CHECK_TASK_NAME, MAX_JOB_ID_LENGTH, TASK_NAME, check_job_id
 from cards.migrations import MigrationRecord, MigrationState, migration_state
 from cards.settings import get_settings
-from producers.jobs import check_connections
+from producers.client import check_connections
 from producers.migration import (
     DEFAULT_WINDOW,
     INTERRUPTED,
