@@ -10,6 +10,7 @@ Messages name the field and the rule, never the value. See docs/contract.md.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from types import UnionType
 from typing import Annotated, Any, Final, Union, get_args, get_origin
 
@@ -65,7 +66,7 @@ _JOB_ID_REST: Final = "[A-Za-z0-9_.:-]"
 _RESERVED: Final = "g[0-9]+|callback"
 
 
-class IdRule:
+class IdRule(ABC):
     """One id rule: ``check`` validates, ``quick`` and ``pattern`` accept the same strings.
 
     As ``Annotated`` metadata it runs ``check`` after pydantic's type check, with
@@ -78,9 +79,9 @@ class IdRule:
     #: The OpenAPI pattern (``^…$``); together with ``max_length``, the same set.
     pattern: str
 
+    @abstractmethod
     def check(self, value: str, field: str) -> str:
         """``value`` if it follows the rule; else ``ValueError`` naming ``field``."""
-        raise NotImplementedError
 
     def _validate(self, value: str, info: ValidationInfo) -> str:
         return self.check(value, info.field_name or "value")
