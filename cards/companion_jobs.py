@@ -1,33 +1,24 @@
 """Contracts of the seed API's companion jobs: assign a card, list a customer's cards.
 
-The seed's use cases call ``POST /api/cards/assign`` (``{"userId", "source":
-"tok_…"}``) before setting a default, and ``GET /api/cards/{customerId}`` to
-pick one. Both run as jobs through the same machinery as ``set_default_card``
-(validated contract, idempotency key from the job id, the same retries and
-envelope), so their contracts follow :mod:`cards.jobs`: unknown fields are
-refused and named, and messages name the field and the rule, never the value.
-
-Their success envelopes carry the seed's shapes: ``{"cardId", "card"}`` for an
-assigned card, and the list of cards itself for a listing.
+``cards.assign_card`` (``{"userId", "source": "tok_…"}``) and ``cards.list_cards``
+run through the same machinery as ``set_default_card``, and their contracts
+follow :mod:`cards.jobs`: id rules from :mod:`cards.ids`, unknown fields refused
+and named, messages that name the field and the rule, never the value. Their
+success envelopes carry the seed's shapes: ``{"cardId", "card"}`` for an
+assigned card, the list of cards itself for a listing. See docs/contract.md.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Final, Self, TypedDict, TypeVar
+from typing import Any, Final, Self, TypedDict
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    StrictStr,
-    ValidationError,
-    field_validator,
-)
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from cards.envelope import Envelope
-from cards.jobs import InvalidJob, check_job_id, check_stripe_id, invalid_job_from
+from cards.ids import ASSIGN_SOURCE, AccountId, AssignSourceId, CustomerId, JobId
+from cards.jobs import validate_as
 
 __all__ = [
     "ASSIGN_CARD_MESSAGE",
@@ -47,8 +38,7 @@ __all__ = [
 ASSIGN_TASK_NAME: Final = "cards.assign_card"
 LIST_TASK_NAME: Final = "cards.list_cards"
 
-#: A card token (``tok_…``, single use) or a reusable card source (``src_…``).
-ASSIGN_SOURCE_PREFIXES: Final = ("tok_", "src_")
+ASSIGN_SOURCE_PREFIXES: Final = ASSIGN_SOURCE.prefixes
 
 #: Success texts, in the seed API's language like its ``set_default_card`` message.
 ASSIGN_CARD_MESSAGE: Final = "Tarjeta asignada con éxito"
@@ -60,25 +50,10 @@ class _CompanionJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    userId: StrictStr
-    job_id: StrictStr | None = None
+    userId: CustomerId
+    job_id: JobId | None = None
     requested_at: AwareDatetime | None = None
-    stripe_account: StrictStr | None = None
-
-    @field_validator("userId")
-    @classmethod
-    def _user_id(cls, value: str) -> str:
-        return check_stripe_id(value, "userId", ("cus_",))
-
-    @field_validator("stripe_account")
-    @classmethod
-    def _stripe_account(cls, value: str | None) -> str | None:
-        return None if value is None else check_stripe_id(value, "stripe_account", ("acct_",))
-
-    @field_validator("job_id")
-    @classmethod
-    def _job_id(cls, value: str | None) -> str | None:
-        return None if value is None else check_job_id(value)
+    stripe_account: AccountId | None = None
 
     def stamped(self) -> Self:
         """This job with a job id and a request time filled in."""
@@ -97,38 +72,21 @@ class _CompanionJob(BaseModel):
 class AssignCardJob(_CompanionJob):
     """Attach a card to a customer from a token (``tok_…``) or a card source (``src_…``)."""
 
-    source: StrictStr
-
-    @field_validator("source")
-    @classmethod
-    def _source(cls, value: str) -> str:
-        return check_stripe_id(value, "source", ASSIGN_SOURCE_PREFIXES)
+    source: AssignSourceId
 
 
 class ListCardsJob(_CompanionJob):
     """List the cards attached to a customer."""
 
 
-JobT = TypeVar("JobT", bound=_CompanionJob)
-
-
-def _validate(model: type[JobT], fields: object) -> JobT:
-    if not isinstance(fields, dict):
-        raise InvalidJob(["job must be a JSON object of named fields"], ["job"])
-    try:
-        return model.model_validate(fields)
-    except ValidationError as exc:
-        raise invalid_job_from(exc, model) from None
-
-
 def validate_assign_job(fields: object) -> AssignCardJob:
     """Validate raw fields or raise :class:`~cards.jobs.InvalidJob`."""
-    return _validate(AssignCardJob, fields)
+    return validate_as(AssignCardJob, fields)
 
 
 def validate_list_job(fields: object) -> ListCardsJob:
     """Validate raw fields or raise :class:`~cards.jobs.InvalidJob`."""
-    return _validate(ListCardsJob, fields)
+    return validate_as(ListCardsJob, fields)
 
 
 class CardList(TypedDict):

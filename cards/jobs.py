@@ -1,12 +1,10 @@
 """The ``set_default_card`` job contract, shared by every producer and the worker.
 
-The fields are the seed API's body (``userId``, ``default_source``) plus a few
-optional ones. A job is validated twice: by the producer before it is sent, and
-by the worker when it arrives, because any Celery client in any language can
-send the task by name.
-
-Validation messages name the field and the rule (``userId must start with
-"cus_"``) and never echo the value: it may be huge, binary, or personal data.
+A job is validated by the producer before it is sent and by the worker when it
+arrives (any Celery client can send the task by name). Its id rules are
+:mod:`cards.ids`; messages name the field and the rule, never the value.
+:func:`accepts_quickly` is :func:`validate_job`'s "yes" for plain rows, from the
+same rules' patterns, without building a model. See docs/contract.md.
 """
 
 from __future__ import annotations
@@ -17,21 +15,31 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Any, Final, TypeVar
 
-from pydantic import (
-    AnyHttpUrl,
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictStr,
-    ValidationError,
-    field_validator,
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+
+from cards.ids import (
+    DEFAULT_SOURCE,
+    MAX_CALLBACK_URL_LENGTH,
+    MAX_JOB_ID_LENGTH,
+    MAX_STRIPE_ID_LENGTH,
+    AccountId,
+    CallbackUrl,
+    CustomerId,
+    DefaultSourceId,
+    JobId,
+    check_job_id,
+    check_stripe_id,
+    id_rules,
 )
 
 __all__ = [
     "CHECK_TASK_NAME",
+    "MAX_CALLBACK_URL_LENGTH",
+    "MAX_JOB_ID_LENGTH",
+    "MAX_STRIPE_ID_LENGTH",
+    "SOURCE_PREFIXES",
     "TASK_NAME",
     "InvalidJob",
     "SetDefaultCardJob",
@@ -42,6 +50,7 @@ __all__ = [
     "check_stripe_id",
     "invalid_job_from",
     "quick_pattern",
+    "validate_as",
     "validate_job",
 ]
 
@@ -49,22 +58,10 @@ TASK_NAME: Final = "cards.set_default_card"
 #: The read-only check of the same fields (``cards migrate --dry-run``): would it succeed?
 CHECK_TASK_NAME: Final = "cards.check_default_card"
 
-#: Stripe ids are prefix + letters and digits; Stripe documents 255 as the cap.
-MAX_STRIPE_ID_LENGTH: Final = 255
-#: job_id becomes part of the idempotency key (Stripe allows 255 characters).
-MAX_JOB_ID_LENGTH: Final = 128
-MAX_CALLBACK_URL_LENGTH: Final = 2048
 #: How much of an unknown field's name is quoted back in a message.
 MAX_QUOTED_NAME: Final = 40
 
-_ID_BODY = re.compile(r"[A-Za-z0-9]+")
-_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
-#: Suffixes of ids derived from a job id (a key generation's idempotency key
-#: ``…:g2``, the callback task ``…:callback``): no job id may end with one, so
-#: no job id can name another job's derived id.
-_RESERVED_SUFFIX = re.compile(r".*:(?:g[0-9]+|callback)")
-
-SOURCE_PREFIXES: Final = ("card_", "src_", "pm_")
+SOURCE_PREFIXES: Final = DEFAULT_SOURCE.prefixes
 
 
 class TargetField(StrEnum):
@@ -81,32 +78,6 @@ class InvalidJob(ValueError):
         self.problems = problems
         self.fields = fields
         super().__init__("invalid job: " + "; ".join(problems))
-
-
-def check_stripe_id(value: str, field: str, prefixes: tuple[str, ...]) -> str:
-    """``value`` if it is ``<prefix><letters and digits>``; else ``ValueError`` naming ``field``."""
-    if not value.startswith(prefixes):
-        wanted = " or ".join(f'"{p}"' for p in prefixes)
-        raise ValueError(f"{field} must start with {wanted}")
-    if len(value) > MAX_STRIPE_ID_LENGTH:
-        raise ValueError(f"{field} must be at most {MAX_STRIPE_ID_LENGTH} characters")
-    prefix = next(p for p in prefixes if value.startswith(p))
-    if not _ID_BODY.fullmatch(value[len(prefix) :]):
-        raise ValueError(f'{field} must be "{prefix}" followed by letters and digits only')
-    return value
-
-
-def check_job_id(value: str, field: str = "job_id") -> str:
-    """``value`` if it is a valid job id; else ``ValueError`` naming ``field``."""
-    if len(value) > MAX_JOB_ID_LENGTH:
-        raise ValueError(f"{field} must be at most {MAX_JOB_ID_LENGTH} characters")
-    if not _JOB_ID.fullmatch(value):
-        raise ValueError(
-            f"{field} must be letters, digits and _ . : - only, starting with a letter or digit"
-        )
-    if _RESERVED_SUFFIX.fullmatch(value):
-        raise ValueError(f'{field} must not end with ":g<digits>" or ":callback" (reserved)')
-    return value
 
 
 def check_requested_at(
@@ -127,40 +98,12 @@ class SetDefaultCardJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    userId: StrictStr
-    default_source: StrictStr
-    job_id: StrictStr | None = None
+    userId: CustomerId
+    default_source: DefaultSourceId
+    job_id: JobId | None = None
     requested_at: AwareDatetime | None = None
-    stripe_account: StrictStr | None = None
-    callback_url: Annotated[AnyHttpUrl, Field(max_length=MAX_CALLBACK_URL_LENGTH)] | None = None
-
-    @field_validator("userId")
-    @classmethod
-    def _user_id(cls, value: str) -> str:
-        return check_stripe_id(value, "userId", ("cus_",))
-
-    @field_validator("default_source")
-    @classmethod
-    def _default_source(cls, value: str) -> str:
-        return check_stripe_id(value, "default_source", SOURCE_PREFIXES)
-
-    @field_validator("stripe_account")
-    @classmethod
-    def _stripe_account(cls, value: str | None) -> str | None:
-        return None if value is None else check_stripe_id(value, "stripe_account", ("acct_",))
-
-    @field_validator("job_id")
-    @classmethod
-    def _job_id(cls, value: str | None) -> str | None:
-        return None if value is None else check_job_id(value)
-
-    @field_validator("callback_url")
-    @classmethod
-    def _callback_url(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
-        # Credentials would be sent to whoever answers, as Basic auth.
-        if value is not None and (value.username or value.password):
-            raise ValueError("callback_url must not contain credentials")
-        return value
+    stripe_account: AccountId | None = None
+    callback_url: CallbackUrl | None = None
 
     @property
     def target(self) -> TargetField:
@@ -226,14 +169,22 @@ def _describe(error: Any, known: Iterable[str]) -> tuple[str, str]:
     return field, f"{field} {_RULES.get(kind, 'is invalid')}"
 
 
-def validate_job(fields: object) -> SetDefaultCardJob:
-    """Validate raw fields (a dict from any producer) or raise :class:`InvalidJob`."""
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate_as(model: type[ModelT], fields: object) -> ModelT:
+    """Validate raw fields (a dict from any producer) as ``model`` or raise :class:`InvalidJob`."""
     if not isinstance(fields, dict):
         raise InvalidJob(["job must be a JSON object of named fields"], ["job"])
     try:
-        return SetDefaultCardJob.model_validate(fields)
+        return model.model_validate(fields)
     except ValidationError as exc:
-        raise invalid_job_from(exc, SetDefaultCardJob) from None
+        raise invalid_job_from(exc, model) from None
+
+
+def validate_job(fields: object) -> SetDefaultCardJob:
+    """Validate raw fields (a dict from any producer) or raise :class:`InvalidJob`."""
+    return validate_as(SetDefaultCardJob, fields)
 
 
 def invalid_job_from(exc: ValidationError, model: type[BaseModel]) -> InvalidJob:
@@ -245,30 +196,13 @@ def invalid_job_from(exc: ValidationError, model: type[BaseModel]) -> InvalidJob
 
 # --- the quick check: validate_job's "yes" for plain rows, without building a model ----------
 #
-# A migration scan validates up to millions of rows and needs only the decision; building a
-# pydantic model costs about ten times a regular-expression match. These patterns accept
-# exactly what the validators above accept for plain ``str`` values: the body rules of
-# check_stripe_id and check_job_id, with their length caps folded into the repetition
-# counts. Anything else (other fields, other types, any rejection) goes to validate_job,
-# which alone writes problem messages, so a "no" here is "ask validate_job", never a verdict.
-# tests/unit/test_rows_speed_path.py proves the equivalence with generated values.
-
-
-def _stripe_id_pattern(prefixes: tuple[str, ...]) -> re.Pattern[str]:
-    bodies = (
-        f"{re.escape(prefix)}[A-Za-z0-9]{{1,{MAX_STRIPE_ID_LENGTH - len(prefix)}}}"
-        for prefix in prefixes
-    )
-    return re.compile("|".join(bodies))
-
+# A migration scan validates up to millions of rows and needs only the decision. Each id
+# field's pattern accepts exactly what its rule accepts for a plain ``str`` (cards.ids);
+# anything else (other fields, other types, any rejection) goes to validate_job, which alone
+# writes problem messages, so a "no" here is "ask validate_job", never a verdict.
 
 _QUICK_PATTERNS: Final[dict[str, re.Pattern[str]]] = {
-    "userId": _stripe_id_pattern(("cus_",)),
-    "default_source": _stripe_id_pattern(SOURCE_PREFIXES),
-    "stripe_account": _stripe_id_pattern(("acct_",)),
-    "job_id": re.compile(
-        rf"(?!.*:(?:g[0-9]+|callback)\Z)[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{MAX_JOB_ID_LENGTH - 1}}}"
-    ),
+    name: rule.quick for name, rule in id_rules(SetDefaultCardJob).items()
 }
 
 

@@ -1,4 +1,4 @@
-"""Producers of ``set_default_card`` jobs: a Python API and the ``cards`` CLI.
+"""Producers of jobs (``set_default_card`` and its companions): a Python API and the ``cards`` CLI.
 
 Upstream services import::
 
@@ -9,12 +9,21 @@ Upstream services import::
 """
 
 from producers.callbacks import CallbackVerificationError, get_callback_status, verify_callback
-from producers.jobs import InvalidJob, ResultNotReady, enqueue_set_default_card, get_result
+from producers.client import (
+    InvalidJob,
+    ResultNotReady,
+    enqueue_assign_card,
+    enqueue_list_cards,
+    enqueue_set_default_card,
+    get_result,
+)
 
 __all__ = [
     "CallbackVerificationError",
     "InvalidJob",
     "ResultNotReady",
+    "enqueue_assign_card",
+    "enqueue_list_cards",
     "enqueue_set_default_card",
     "get_callback_status",
     "get_result",

@@ -22,8 +22,9 @@ from cards.jobs import check_job_id
 from cards.settings import get_settings
 from producers.callbacks import get_callback_status
 from producers.cli_errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, fail, guarded
+from producers.client import build_job, get_result
+from producers.client import enqueue as enqueue_job
 from producers.deadletters import dead_letter_store, replay_dead_letters
-from producers.jobs import build_job, enqueue_job, get_result
 from producers.migrate.cli import app as migrate_app
 
 __all__ = ["cli", "main"]

@@ -20,7 +20,7 @@ from kombu.utils.url import maybe_sanitize_url
 
 from cards.jobs import InvalidJob
 from cards.settings import get_settings
-from producers.jobs import ResultNotReady, Unreachable, check_connections
+from producers.client import ResultNotReady, Unreachable, check_connections
 
 __all__ = [
     "EXIT_BAD_INPUT",

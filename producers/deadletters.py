@@ -16,7 +16,8 @@ from celery.result import AsyncResult
 from cards.deadletters import DeadLetter, DeadLetterStore
 from cards.jobs import validate_job
 from cards.settings import get_settings
-from producers.jobs import enqueue_job, producer_app
+from producers.client import enqueue as enqueue_job
+from producers.client import producer_app
 
 __all__ = ["dead_letter_store", "replay_dead_letters"]
 

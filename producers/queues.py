@@ -18,7 +18,7 @@ from typing import Any, Final
 from amqp.exceptions import ChannelError
 from celery import Celery
 
-from producers.jobs import producer_app
+from producers.client import producer_app
 
 __all__ = ["INSPECT_TIMEOUT_SECONDS", "queue_depth", "queue_readers"]
 

@@ -17,6 +17,7 @@ from celery import Celery
 from fastapi import FastAPI
 
 from cards.settings import Settings, get_settings
+from producers.client import producer_app as default_producer_app
 from producers.http import models
 from producers.http.access_log import log_config
 from producers.http.auth import ApiKeys, InvalidApiKeys, api_key_dependency
@@ -24,7 +25,6 @@ from producers.http.dispatch import Dispatcher, fail_fast
 from producers.http.errors import install_error_handlers
 from producers.http.ownership import JobOwners
 from producers.http.routes import add_routes
-from producers.jobs import producer_app as default_producer_app
 
 __all__ = ["GatewayConfigError", "create_app", "is_loopback_host", "serve"]
 

@@ -23,22 +23,22 @@ from celery.exceptions import BackendError
 from celery.result import AsyncResult
 from starlette.concurrency import run_in_threadpool
 
-from cards.companion_jobs import ASSIGN_TASK_NAME, LIST_TASK_NAME, AssignCardJob, ListCardsJob
+from cards.companion_jobs import AssignCardJob, ListCardsJob
 from cards.deadletters import is_dead_letter
 from cards.envelope import Envelope
-from cards.jobs import TASK_NAME, InvalidJob, SetDefaultCardJob
-from producers.companion import enqueue_companion_job
-from producers.http.auth import Caller
-from producers.http.errors import NOT_FOUND, UNAVAILABLE, GatewayError, invalid, job_id_taken
-from producers.http.ownership import Claim, ClaimOutcome, JobOwners, job_digest
-from producers.jobs import (
+from cards.jobs import InvalidJob, SetDefaultCardJob
+from cards.kinds import kind_of
+from producers import client
+from producers.client import (
     ResultNotReady,
     Unreachable,
     check_callback_url,
     check_request_time,
-    enqueue_job,
     get_result,
 )
+from producers.http.auth import Caller
+from producers.http.errors import NOT_FOUND, UNAVAILABLE, GatewayError, invalid, job_id_taken
+from producers.http.ownership import Claim, ClaimOutcome, JobOwners, job_digest
 
 __all__ = [
     "BACKEND_RETRY_POLICY",
@@ -106,12 +106,6 @@ def fail_fast(celery: Celery) -> Celery:
     return celery
 
 
-def _task_name(job: AnyJob) -> str:
-    if isinstance(job, SetDefaultCardJob):
-        return TASK_NAME
-    return ASSIGN_TASK_NAME if isinstance(job, AssignCardJob) else LIST_TASK_NAME
-
-
 class Dispatcher:
     """Enqueue jobs and read their results for the HTTP API; failures are :class:`GatewayError`."""
 
@@ -120,17 +114,11 @@ class Dispatcher:
         self.max_wait = max_wait
         self.owners = owners
 
-    def _send(self, job: AnyJob) -> None:
-        if isinstance(job, SetDefaultCardJob):
-            enqueue_job(job, self.app)
-        else:
-            enqueue_companion_job(job, self.app)
-
     def _submit(self, job: AnyJob, tenant: str) -> str:
         if isinstance(job, SetDefaultCardJob):
             check_callback_url(job)
         check_request_time(job)
-        claim = Claim(tenant, job_digest(_task_name(job), job.to_task_kwargs()))
+        claim = Claim(tenant, job_digest(kind_of(job).task_name, job.to_task_kwargs()))
         stamped = job.stamped()
         job_id = stamped.job_id
         assert job_id is not None  # stamped() always sets it
@@ -140,7 +128,7 @@ class Dispatcher:
         try:
             if not self._send_needed(job, job_id, outcome, stored):
                 return job_id  # the same job, queued or done: nothing to send
-            self._send(stamped)
+            client.enqueue(stamped, self.app)
         except BaseException:
             if outcome is ClaimOutcome.NEW:  # the claim this request made, and nothing sent
                 self.owners.release(job_id, claim)

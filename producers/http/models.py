@@ -2,10 +2,10 @@
 
 Requests are *validated* by the job contracts (:mod:`cards.jobs`,
 :mod:`cards.companion_jobs`), whose messages name the field and the rule; the
-request models here only *describe* those rules (patterns, lengths) so that the
-OpenAPI schema, and any client generated from it, says the same thing. A unit
-test checks the two agree. Response models describe every body the gateway
-sends: all have the envelope's shape ``{status, message, data}``.
+request models here only *describe* those rules, with the patterns and lengths
+of the same id rules (:mod:`cards.ids`), so that the OpenAPI schema, and any
+client generated from it, says the same thing. Response models describe every
+body the gateway sends: all have the envelope's shape ``{status, message, data}``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ from typing import Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from cards.jobs import MAX_CALLBACK_URL_LENGTH, MAX_JOB_ID_LENGTH, MAX_STRIPE_ID_LENGTH
+from cards.ids import (
+    ACCOUNT,
+    ASSIGN_SOURCE,
+    CUSTOMER,
+    DEFAULT_SOURCE,
+    HTTP_URL_PATTERN,
+    JOB_ID,
+    MAX_CALLBACK_URL_LENGTH,
+)
 
 __all__ = [
     "ACCOUNT_PATTERN",
@@ -35,24 +43,22 @@ __all__ = [
     "tidy_openapi",
 ]
 
-CUSTOMER_PATTERN: Final = r"^cus_[A-Za-z0-9]+$"
-DEFAULT_SOURCE_PATTERN: Final = r"^(card|src|pm)_[A-Za-z0-9]+$"
-ASSIGN_SOURCE_PATTERN: Final = r"^(tok|src)_[A-Za-z0-9]+$"
-ACCOUNT_PATTERN: Final = r"^acct_[A-Za-z0-9]+$"
-#: Not ending with a derived id's suffix (``:g<digits>``, ``:callback``).
-JOB_ID_PATTERN: Final = r"^(?!.*:(g[0-9]+|callback)$)[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-HTTP_URL_PATTERN: Final = r"^https?://"
+CUSTOMER_PATTERN: Final = CUSTOMER.pattern
+DEFAULT_SOURCE_PATTERN: Final = DEFAULT_SOURCE.pattern
+ASSIGN_SOURCE_PATTERN: Final = ASSIGN_SOURCE.pattern
+ACCOUNT_PATTERN: Final = ACCOUNT.pattern
+JOB_ID_PATTERN: Final = JOB_ID.pattern
 
 _USER_ID = Field(
     pattern=CUSTOMER_PATTERN,
-    max_length=MAX_STRIPE_ID_LENGTH,
+    max_length=CUSTOMER.max_length,
     description="The Stripe customer id.",
     examples=["cus_QRs9eKZ4xUzN2TP9"],
 )
 _JOB_ID = Field(
     default=None,
     pattern=JOB_ID_PATTERN,
-    max_length=MAX_JOB_ID_LENGTH,
+    max_length=JOB_ID.max_length,
     description="The job's id and the root of its idempotency key; a UUID if omitted. "
     "Sending it again with the same API key's tenant and the same fields is the same job; "
     "anything else is a 409.",
@@ -65,7 +71,7 @@ _REQUESTED_AT = Field(
 _STRIPE_ACCOUNT = Field(
     default=None,
     pattern=ACCOUNT_PATTERN,
-    max_length=MAX_STRIPE_ID_LENGTH,
+    max_length=ACCOUNT.max_length,
     description="Connected account, sent to Stripe as the Stripe-Account header.",
 )
 
@@ -78,7 +84,7 @@ class SetDefaultCardRequest(BaseModel):
     userId: str = _USER_ID
     default_source: str = Field(
         pattern=DEFAULT_SOURCE_PATTERN,
-        max_length=MAX_STRIPE_ID_LENGTH,
+        max_length=DEFAULT_SOURCE.max_length,
         description="card_… or src_… (becomes default_source) or pm_… (becomes "
         "invoice_settings.default_payment_method); must be attached to the customer.",
         examples=["card_1QRs9eKZ4xUzN2TPabcdefgh"],
@@ -102,7 +108,7 @@ class AssignCardRequest(BaseModel):
     userId: str = _USER_ID
     source: str = Field(
         pattern=ASSIGN_SOURCE_PATTERN,
-        max_length=MAX_STRIPE_ID_LENGTH,
+        max_length=ASSIGN_SOURCE.max_length,
         description="A card token (tok_…) or card source (src_…).",
         examples=["tok_visa"],
     )

@@ -19,8 +19,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from cards import ids
 from cards.companion_jobs import validate_assign_job, validate_list_job
 from cards.jobs import InvalidJob, check_job_id, check_stripe_id, validate_job
+from producers.client import Unreachable, check_connections
 from producers.http import models
 from producers.http.auth import Caller, Scope, scoped
 from producers.http.body import JSON_MEDIA_TYPE, read_json_body
@@ -38,7 +40,6 @@ from producers.http.errors import (
     invalid,
     status_for,
 )
-from producers.jobs import Unreachable, check_connections
 
 __all__ = ["HEALTH_TIMEOUT_SECONDS", "STATUS_PATH", "add_routes", "api_router"]
 
@@ -77,21 +78,21 @@ CustomerIdPath = Annotated[
     str,
     Path(
         description="The Stripe customer id (cus_…).",
-        json_schema_extra={"pattern": models.CUSTOMER_PATTERN, "maxLength": 255},
+        json_schema_extra=ids.CUSTOMER.json_schema(),
     ),
 ]
 AccountQuery = Annotated[
     str | None,
     Query(
         description="Connected account (acct_…), sent to Stripe as Stripe-Account.",
-        json_schema_extra={"pattern": models.ACCOUNT_PATTERN, "maxLength": 255},
+        json_schema_extra=ids.ACCOUNT.json_schema(),
     ),
 ]
 JobIdPath = Annotated[
     str,
     Path(
         description="The job id from the 202 answer.",
-        json_schema_extra={"pattern": models.JOB_ID_PATTERN, "maxLength": 128},
+        json_schema_extra=ids.JOB_ID.json_schema(),
     ),
 ]
 

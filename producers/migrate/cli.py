@@ -32,7 +32,7 @@ from producers.cli_errors import (
     fail,
     guarded,
 )
-from producers.jobs import check_connections
+from producers.client import check_connections
 from producers.migrate.progress import BarProgress, LogProgress, MigrationProgress
 from producers.migrate.report import default_report_path
 from producers.migrate.scan import FileFormat, Row, UnreadableFile, format_for, scan

@@ -31,7 +31,7 @@ from cards.messaging import celery_app
 from cards.redaction import batch_reprs, event_reprs
 from cards.results import ResultBackend
 from cards.settings import get_settings
-from producers.jobs import producer_app
+from producers.client import producer_app
 from producers.migrate.progress import MigrationProgress
 from producers.migrate.report import Report, open_report
 from producers.migrate.scan import FileFormat, Row, open_rows

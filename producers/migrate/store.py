@@ -21,7 +21,7 @@ import redis
 
 from cards.lua_scripts import read_lua
 from cards.results import ResultBackend
-from producers.jobs import producer_app
+from producers.client import producer_app
 
 __all__ = [
     "RECORD_TTL_SECONDS",

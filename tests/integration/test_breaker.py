@@ -19,7 +19,7 @@ import redis
 from cards.jobs import TASK_NAME
 from harness.processes import RedisServer, client_app, free_port, start_worker, wait_for
 from producers import enqueue_set_default_card, get_result
-from producers.jobs import ResultNotReady
+from producers.client import ResultNotReady
 from stripe_emulator.process import EmulatorProcess, run_emulator
 from tests.integration.conftest import API_KEY, cards_cli, worker_env
 

@@ -27,7 +27,7 @@ from cards.jobs import TASK_NAME
 from cards.redaction import without_secrets
 from harness.gateway_process import GatewayProcess, run_gateway
 from harness.processes import BIN, CeleryWorker, RedisServer, client_app, run_worker, wait_for
-from producers.jobs import get_result
+from producers.client import get_result
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import API_KEY, applied_writes, customer_writes, worker_env
 from worker.idempotency import ASSIGN_KEY_PREFIX, idempotency_key

@@ -13,7 +13,7 @@ import pytest
 from cards.jobs import TASK_NAME
 from harness.processes import BIN, RedisServer, client_app, free_port, start_worker, wait_for
 from producers import enqueue_set_default_card, get_result
-from producers.jobs import ResultNotReady
+from producers.client import ResultNotReady
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import applied_writes, cards_cli, customer_writes, worker_env
 from worker.idempotency import idempotency_key

@@ -31,8 +31,7 @@ from harness.processes import (
     wait_for,
 )
 from harness.receiver import run_receiver
-from producers import enqueue_set_default_card, get_result
-from producers.companion import enqueue_assign_card, enqueue_list_cards
+from producers import enqueue_assign_card, enqueue_list_cards, enqueue_set_default_card, get_result
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import API_KEY, RECEIVER_PORT, customer_writes, worker_env
 

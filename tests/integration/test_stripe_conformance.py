@@ -22,8 +22,7 @@ from celery import Celery
 
 from cards.jobs import CHECK_TASK_NAME
 from cards.settings import STRIPE_API_VERSION
-from producers import enqueue_set_default_card, get_result
-from producers.companion import enqueue_assign_card, enqueue_list_cards
+from producers import enqueue_assign_card, enqueue_list_cards, enqueue_set_default_card, get_result
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import API_KEY
 from tests.stripe_openapi import StripeSpec

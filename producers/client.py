@@ -1,8 +1,10 @@
-"""Enqueue ``set_default_card`` jobs and read their results, by task name only.
+"""The producer client: enqueue jobs of every kind and read their results, by task name only.
 
-Producers share the job contract with the worker (:mod:`cards.jobs`) but never
-import the worker or Stripe: they validate, then send the task by name through
-a client-only Celery app configured from ``celeryconfig``.
+Producers share the job contracts with the worker (:mod:`cards.jobs`,
+:mod:`cards.companion_jobs`) but never import the worker or Stripe: they
+validate, then :func:`enqueue` sends the job under its kind's task name
+(:mod:`cards.kinds`) through a client-only Celery app configured from
+``celeryconfig``, with the job id as the Celery task id.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from celery import Celery, states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
+from cards.companion_jobs import validate_assign_job, validate_list_job
 from cards.destinations import RefusedDestination, check_destination
 from cards.envelope import Envelope, ErrorKind, RetryCause, failure
-from cards.jobs import TASK_NAME, InvalidJob, SetDefaultCardJob, check_requested_at, validate_job
+from cards.jobs import InvalidJob, SetDefaultCardJob, check_requested_at, validate_job
+from cards.kinds import Job, kind_of
 from cards.messaging import celery_app
 from cards.redaction import event_reprs
 from cards.settings import get_settings
@@ -30,9 +34,12 @@ __all__ = [
     "check_callback_url",
     "check_connections",
     "check_request_time",
-    "enqueue_job",
+    "enqueue",
+    "enqueue_assign_card",
+    "enqueue_list_cards",
     "enqueue_set_default_card",
     "get_result",
+    "producer_app",
 ]
 
 #: How long a connectivity check waits for the broker and backend.
@@ -140,19 +147,20 @@ def check_request_time(job: _Requested, now: datetime | None = None) -> None:
         raise InvalidJob([str(exc)], ["requested_at"]) from None
 
 
-def enqueue_job(job: SetDefaultCardJob, app: Celery | None = None) -> str:
-    """Send a validated job by task name, with its job id as the Celery task id.
+def enqueue(job: Job, app: Celery | None = None) -> str:
+    """Send a validated job of any kind under its task name; its job id (the Celery task id).
 
-    Raises :class:`InvalidJob` (nothing is sent) if its callback_url or its
-    requested_at is refused. Task events (Flower) show the job id, not the fields.
+    Raises :class:`InvalidJob` (nothing is sent) if its requested_at or its
+    callback_url is refused. Task events (Flower) show the job id, not the fields.
     """
     check_request_time(job)
     job = job.stamped()
     job_id = job.job_id
     assert job_id is not None  # stamped() always sets it
-    check_callback_url(job)
+    if isinstance(job, SetDefaultCardJob):
+        check_callback_url(job)
     (app or producer_app()).send_task(
-        TASK_NAME,
+        kind_of(job).task_name,
         kwargs=job.to_task_kwargs(),
         task_id=job_id,
         queue=get_settings().queue,
@@ -183,7 +191,39 @@ def enqueue_set_default_card(
         stripe_account=stripe_account,
         callback_url=callback_url,
     )
-    return enqueue_job(job, app)
+    return enqueue(job, app)
+
+
+def _fields(user_id: str, job_id: str | None, stripe_account: str | None) -> dict[str, str]:
+    fields = {"userId": user_id, "job_id": job_id, "stripe_account": stripe_account}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def enqueue_assign_card(
+    user_id: str,
+    source: str,
+    *,
+    job_id: str | None = None,
+    stripe_account: str | None = None,
+    app: Celery | None = None,
+) -> str:
+    """Attach the card behind ``source`` (``tok_…`` or ``src_…``) to the customer; the job id.
+
+    Raises :class:`InvalidJob` (nothing is enqueued) when a field is wrong.
+    """
+    job = validate_assign_job({**_fields(user_id, job_id, stripe_account), "source": source})
+    return enqueue(job, app)
+
+
+def enqueue_list_cards(
+    user_id: str,
+    *,
+    job_id: str | None = None,
+    stripe_account: str | None = None,
+    app: Celery | None = None,
+) -> str:
+    """List the customer's cards; the job id. :class:`InvalidJob` if wrong."""
+    return enqueue(validate_list_job(_fields(user_id, job_id, stripe_account)), app)
 
 
 def _stop_waiting(result: AsyncResult[Any]) -> None:
