@@ -10,10 +10,11 @@ Modules:
     deliveries: a job's callback body and the record of its delivery in Redis
     destinations: where a callback may be sent, the SSRF rules
     envelope: the result envelope ``{status, message, data}`` and its error kinds
+    ids: each id rule (customer, card, account, job id) once, as an annotated type
     jobs: the ``set_default_card`` job contract
+    kinds: every kind of job once: task name, contract, idempotency-key prefix
     lua_scripts: Redis Lua scripts kept as ``.lua`` files, read one way
     messaging: the one way to build a Celery app, worker or producer
-    migrations: a migration's progress in Redis, so that a killed producer can resume
     rate_table: the rate-limit table parsed from settings, per queue and Stripe account
     redaction: what task events, Flower and the worker's log may show about a job
     redis_urls: Redis and Sentinel URLs, one way to open each

@@ -1,23 +1,11 @@
 """The bulk batch contract: many ``set_default_card`` rows in one task message.
 
-A migration sends thousands of rows. One Celery message per row costs the
-worker more CPU in Celery's own bookkeeping (the message, its events, its
-acknowledgement) than in the Stripe call (BENCHMARKS.md), so ``cards migrate``
-sends ``cards.set_default_cards`` messages of up to :data:`MAX_BATCH_ROWS`
-rows: ``{"jobs": [<set_default_card fields>, …], "migration_id": "m…"}``
-(``migration_id`` is optional; it names the batch's migration in task events,
-so Flower shows it).
-
-Every row is still a job of its own: it carries its own ``job_id``, under
-which the worker stores the row's envelope, so a row is read back exactly
-like a single job (``cards result``, a migration's progress), and is
-validated on its own. The batch as a whole is refused only when it is not a
-batch at all, or when a row has no usable ``job_id`` (its answer would have
-nowhere to go): then no row is run.
-
-Parameters:
-    MAX_BATCH_ROWS: most rows in one message; keeps a message small (about
-        200 bytes a row) and a redelivered batch cheap to skip through.
+``cards.set_default_cards`` takes ``{"jobs": [<set_default_card fields>, …],
+"migration_id": "m…"?}``, up to :data:`MAX_BATCH_ROWS` rows: one message per
+row would cost the worker more in Celery's bookkeeping than in the Stripe call.
+Every row stays a job of its own, with its own ``job_id`` (its envelope is stored
+there) and its own validation; the batch is refused whole only when it is not a
+batch, or when a row has no usable ``job_id``. Details: docs/bulk-batches.md.
 """
 
 from __future__ import annotations

@@ -12,23 +12,20 @@ write. Either way one job applies at most one write (see docs/architecture.md).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from cards.companion_jobs import (
-    ASSIGN_TASK_NAME,
-    LIST_TASK_NAME,
     AssignCardJob,
     CardList,
     ListCardsJob,
     assigned,
     listed,
-    validate_assign_job,
-    validate_list_job,
 )
 from cards.envelope import Envelope, success
-from cards.jobs import TASK_NAME, SetDefaultCardJob, TargetField, validate_job
+from cards.jobs import SetDefaultCardJob, TargetField
+from cards.kinds import ASSIGN_CARD, LIST_CARDS, SET_DEFAULT_CARD, Kind
 from cards.redaction import redact_customer, redact_source
-from worker.idempotency import ASSIGN_KEY_PREFIX, idempotency_key
+from worker.idempotency import idempotency_key
 from worker.stripe_api import StripeApi
 
 __all__ = [
@@ -62,21 +59,26 @@ def tagged_card(cards: Sequence[Mapping[str, Any]], job_id: str) -> dict[str, An
 
 
 class StripeKind:
-    """A job kind's access to Stripe: the process's one client, and whether answers
-    keep only the minimal data (CARDS_MINIMAL_DATA)."""
+    """A job kind of :data:`cards.kinds.KINDS` with its access to Stripe: the process's
+    one client, and whether answers keep only the minimal data (CARDS_MINIMAL_DATA)."""
+
+    contract: ClassVar[Kind]
 
     def __init__(self, stripe: StripeApi, *, minimal_data: bool = False) -> None:
         self.stripe = stripe
         self.minimal_data = minimal_data
+        self.task_name = self.contract.task_name
+
+    def validate(self, fields: object) -> Any:
+        """The kind's validated job; :class:`cards.jobs.InvalidJob` if the fields break it."""
+        assert self.contract.validate is not None
+        return self.contract.validate(fields)
 
 
 class SetDefaultCard(StripeKind):
     """``cards.set_default_card``: make a card, source or PaymentMethod the default."""
 
-    task_name = TASK_NAME
-
-    def validate(self, fields: object) -> SetDefaultCardJob:
-        return validate_job(fields)
+    contract = SET_DEFAULT_CARD
 
     def attempt(self, job: SetDefaultCardJob, job_id: str, generation: int) -> Envelope:
         if generation > 0:
@@ -95,10 +97,7 @@ class AssignCard(StripeKind):
     card, and a single-use token would fail as already used.
     """
 
-    task_name = ASSIGN_TASK_NAME
-
-    def validate(self, fields: object) -> AssignCardJob:
-        return validate_assign_job(fields)
+    contract = ASSIGN_CARD
 
     def attempt(self, job: AssignCardJob, job_id: str, generation: int) -> Envelope:
         if generation > 0:
@@ -109,7 +108,7 @@ class AssignCard(StripeKind):
         card = self.stripe.attach_source(
             job.userId,
             job.source,
-            idempotency_key(job_id, generation, prefix=ASSIGN_KEY_PREFIX),
+            idempotency_key(job_id, generation, prefix=ASSIGN_CARD.key_prefix),
             job.stripe_account,
             metadata={JOB_ID_METADATA_KEY: job_id},
         )
@@ -119,10 +118,7 @@ class AssignCard(StripeKind):
 class ListCards(StripeKind):
     """``cards.list_cards``: a customer's cards. Reads only: no idempotency key."""
 
-    task_name = LIST_TASK_NAME
-
-    def validate(self, fields: object) -> ListCardsJob:
-        return validate_list_job(fields)
+    contract = LIST_CARDS
 
     def attempt(self, job: ListCardsJob, job_id: str, generation: int) -> CardList:
         cards = self.stripe.list_cards(job.userId, job.stripe_account)

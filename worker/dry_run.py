@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from cards.envelope import Envelope, ErrorKind, failure
-from cards.jobs import CHECK_TASK_NAME, SetDefaultCardJob, TargetField, validate_job
+from cards.jobs import SetDefaultCardJob, TargetField
+from cards.kinds import CHECK_DEFAULT_CARD
 from worker.attempts import StripeKind
 from worker.errors import InvalidRequest
 
@@ -64,10 +65,7 @@ def verdict(
 class CheckDefaultCard(StripeKind):
     """``cards.check_default_card``: the dry run of a ``set_default_card`` job."""
 
-    task_name = CHECK_TASK_NAME
-
-    def validate(self, fields: object) -> SetDefaultCardJob:
-        return validate_job(fields)
+    contract = CHECK_DEFAULT_CARD
 
     def attempt(self, job: SetDefaultCardJob, job_id: str, generation: int) -> Envelope:
         customer = self.stripe.retrieve_customer(job)

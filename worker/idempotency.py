@@ -13,18 +13,18 @@ change is not there, writes again under the next generation's key. See
 
 from __future__ import annotations
 
-from typing import Final
+from cards.kinds import SET_DEFAULT_CARD
 
-__all__ = ["ASSIGN_KEY_PREFIX", "KEY_PREFIX", "idempotency_key"]
-
-KEY_PREFIX: Final = "cards-sdc"
-#: ``cards.assign_card`` writes under its own prefix, so that a job id reused
-#: for another kind of job can never replay the other job's saved answer.
-ASSIGN_KEY_PREFIX: Final = "cards-assign"
+__all__ = ["idempotency_key"]
 
 
-def idempotency_key(job_id: str, generation: int = 0, *, prefix: str = KEY_PREFIX) -> str:
-    """The Stripe ``Idempotency-Key`` for a job's write, at a key generation."""
+def idempotency_key(
+    job_id: str, generation: int = 0, *, prefix: str | None = SET_DEFAULT_CARD.key_prefix
+) -> str:
+    """The Stripe ``Idempotency-Key`` for a job's write, at a key generation; ``prefix``
+    is the job kind's (:data:`cards.kinds.KINDS`), so kinds never share a key."""
+    if prefix is None:
+        raise ValueError("this kind of job never writes: it has no key prefix")
     if generation < 0:
         raise ValueError("generation must be >= 0")
     base = f"{prefix}:{job_id}"

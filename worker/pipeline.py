@@ -88,7 +88,8 @@ class Job(Protocol):
 class JobKind(Protocol):
     """A job kind: its contract (task name, validation) and its Stripe attempt."""
 
-    task_name: str
+    @property
+    def task_name(self) -> str: ...
 
     def validate(self, fields: object) -> Any: ...
 

@@ -17,10 +17,8 @@ import redis
 from celery import signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
 
-from cards.companion_jobs import ASSIGN_TASK_NAME, LIST_TASK_NAME
 from cards.deadletters import DeadLetterStore
 from cards.deliveries import DeliveryStore
-from cards.jobs import CHECK_TASK_NAME, TASK_NAME
 from cards.redis_urls import redis_client
 from cards.settings import get_settings
 from worker.attempts import AssignCard, ListCards, SetDefaultCard
@@ -96,17 +94,18 @@ def pipelines() -> dict[str, Pipeline]:
         )
 
     minimal = settings.minimal_data
-    return {
-        TASK_NAME: build(
+    built = [
+        build(
             SetDefaultCard(stripe, minimal_data=minimal),
             Notify(deliveries()),
             DeadLetters(DeadLetterStore.from_settings(settings, client)),
             *order,
         ),
-        CHECK_TASK_NAME: build(CheckDefaultCard(stripe, minimal_data=minimal)),
-        ASSIGN_TASK_NAME: build(AssignCard(stripe, minimal_data=minimal)),
-        LIST_TASK_NAME: build(ListCards(stripe, minimal_data=minimal)),
-    }
+        build(CheckDefaultCard(stripe, minimal_data=minimal)),
+        build(AssignCard(stripe, minimal_data=minimal)),
+        build(ListCards(stripe, minimal_data=minimal)),
+    ]
+    return {pipeline.kind.task_name: pipeline for pipeline in built}
 
 
 def pipeline(task_name: str) -> Pipeline:

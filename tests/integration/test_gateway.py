@@ -24,13 +24,14 @@ import pytest
 
 from cards.envelope import SUCCESS_MESSAGE, ErrorKind, failure
 from cards.jobs import TASK_NAME
+from cards.kinds import ASSIGN_CARD
 from cards.redaction import without_secrets
 from harness.gateway_process import GatewayProcess, run_gateway
 from harness.processes import BIN, CeleryWorker, RedisServer, client_app, run_worker, wait_for
 from producers.client import get_result
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import API_KEY, applied_writes, customer_writes, worker_env
-from worker.idempotency import ASSIGN_KEY_PREFIX, idempotency_key
+from worker.idempotency import idempotency_key
 
 KEY = "integration-gateway-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -327,7 +328,7 @@ def test_assign_after_a_500_attaches_exactly_one_card(
     assert len(cards) == before + 1
     tagged = [c["id"] for c in cards if c["metadata"].get("cards_job_id") == f"gw-assign-{fault}"]
     assert tagged == [response.json()["data"]["cardId"]]
-    key = idempotency_key(f"gw-assign-{fault}", prefix=ASSIGN_KEY_PREFIX)
+    key = idempotency_key(f"gw-assign-{fault}", prefix=ASSIGN_CARD.key_prefix)
     assert applied_writes(emulator, key) == (1 if fault == "error_500_after_commit" else 0)
     assert customer_writes(emulator, customer_id) == 1
 

@@ -18,10 +18,11 @@ from cards.companion_jobs import (
     validate_list_job,
 )
 from cards.jobs import InvalidJob
+from cards.kinds import ASSIGN_CARD
 from tests.unit.pipelines import JobRunner
 from worker.attempts import JOB_ID_METADATA_KEY, AssignCard, ListCards, tagged_card
 from worker.errors import NoSuchCustomer, StripeCallError, StripeServerError
-from worker.idempotency import ASSIGN_KEY_PREFIX, idempotency_key
+from worker.idempotency import idempotency_key
 from worker.jobstate import JobStateStore
 from worker.middleware.retries import Retries
 from worker.pipeline import RetryLater
@@ -157,7 +158,7 @@ def test_assign_tags_the_card_with_the_job_and_keys_the_write(store: JobStateSto
     assert outcome["data"]["cardId"] == "card_0"
     assert outcome["data"]["card"]["metadata"] == {JOB_ID_METADATA_KEY: "job-1"}
     assert gateway.keys == ["cards-assign:job-1"]
-    assert gateway.keys[0] == idempotency_key("job-1", prefix=ASSIGN_KEY_PREFIX)
+    assert gateway.keys[0] == idempotency_key("job-1", prefix=ASSIGN_CARD.key_prefix)
     assert gateway.lists == 0
 
 

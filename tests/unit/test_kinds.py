@@ -7,7 +7,7 @@ import pytest
 from cards import kinds
 from cards.companion_jobs import validate_assign_job, validate_list_job
 from cards.jobs import validate_job
-from worker.idempotency import ASSIGN_KEY_PREFIX, KEY_PREFIX
+from worker.idempotency import idempotency_key
 
 
 def test_every_kind_has_its_own_name_and_task() -> None:
@@ -29,9 +29,10 @@ def test_a_job_is_sent_as_its_models_first_kind(job: kinds.Job, kind: kinds.Kind
     assert kind.validate is not None and kind.model is type(job)
 
 
-def test_the_writing_kinds_key_prefixes_are_the_workers() -> None:
-    assert kinds.SET_DEFAULT_CARD.key_prefix == KEY_PREFIX
-    assert kinds.SET_DEFAULT_CARDS.key_prefix == KEY_PREFIX
-    assert kinds.ASSIGN_CARD.key_prefix == ASSIGN_KEY_PREFIX
+def test_the_writing_kinds_key_prefixes() -> None:
+    assert idempotency_key("j") == "cards-sdc:j"
+    assert kinds.SET_DEFAULT_CARD.key_prefix == "cards-sdc"
+    assert kinds.SET_DEFAULT_CARDS.key_prefix == "cards-sdc"
+    assert kinds.ASSIGN_CARD.key_prefix == "cards-assign"
     assert kinds.CHECK_DEFAULT_CARD.key_prefix is None
     assert kinds.LIST_CARDS.key_prefix is None

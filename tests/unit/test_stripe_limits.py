@@ -14,8 +14,9 @@ import pytest
 
 from cards.companion_jobs import validate_assign_job
 from cards.jobs import MAX_JOB_ID_LENGTH, MAX_STRIPE_ID_LENGTH, InvalidJob, validate_job
+from cards.kinds import KINDS
 from tests.stripe_openapi import MAX_IDEMPOTENCY_KEY, StripeSpec
-from worker.idempotency import ASSIGN_KEY_PREFIX, KEY_PREFIX, idempotency_key
+from worker.idempotency import idempotency_key
 
 #: The largest key generation a job could reach (one per attempt, at most 100 attempts).
 MAX_GENERATION = 100
@@ -90,7 +91,7 @@ def test_stripe_caps_default_source_at_500(stripe_spec: StripeSpec) -> None:
     assert stripe_spec.request_problems("POST", "/v1/customers/cus_1", body=too_long)
 
 
-@pytest.mark.parametrize("prefix", [KEY_PREFIX, ASSIGN_KEY_PREFIX])
+@pytest.mark.parametrize("prefix", {kind.key_prefix for kind in KINDS if kind.key_prefix})
 def test_the_longest_idempotency_key_fits_stripes_255(prefix: str) -> None:
     key = idempotency_key("j" * MAX_JOB_ID_LENGTH, MAX_GENERATION, prefix=prefix)
     assert len(key) <= MAX_IDEMPOTENCY_KEY
