@@ -24,7 +24,7 @@ from cards.jobs import InvalidJob, SetDefaultCardJob, check_requested_at, valida
 from cards.kinds import Job, kind_of
 from cards.messaging import celery_app
 from cards.redaction import event_reprs
-from cards.settings import get_settings
+from cards.settings import get_settings, mask_url_password
 
 __all__ = [
     "InvalidJob",
@@ -40,6 +40,7 @@ __all__ = [
     "enqueue_set_default_card",
     "get_result",
     "producer_app",
+    "retry_cause",
 ]
 
 #: How long a connectivity check waits for the broker and backend.
@@ -61,11 +62,18 @@ class ResultNotReady(TimeoutError):
         super().__init__(f"job {job_id} has no result yet (state {state}{why})")
 
 
+def retry_cause(result: AsyncResult[Any]) -> str | None:
+    """A retrying job's last error (its RetryCause, ``"<reason>: <message>"``), any URL
+    password masked; None unless the job is retrying."""
+    if result.state != states.RETRY:
+        return None
+    info = result.info
+    return mask_url_password(str(info)) if isinstance(info, RetryCause) else None
+
+
 def _not_ready(job_id: str, result: AsyncResult[Any]) -> ResultNotReady:
-    """:class:`ResultNotReady`, with a retrying job's last error (its RetryCause)."""
-    state = result.state
-    info = result.info if state == states.RETRY else None
-    return ResultNotReady(job_id, state, str(info) if isinstance(info, RetryCause) else None)
+    """:class:`ResultNotReady`, with a retrying job's last error."""
+    return ResultNotReady(job_id, result.state, retry_cause(result))
 
 
 @lru_cache(maxsize=1)

@@ -232,5 +232,9 @@ def classify(exc: stripe.StripeError) -> StripeCallError:
             return NoSuchCustomer("no such customer", **details)
         return InvalidRequest(f"Stripe rejected the request: {stripe_text}", **details)
     if status is None:
-        return StripeConnectionFailed(f"Stripe call failed without a response: {stripe_text}")
+        # A transient message is shown while the job retries (RetryCause, the gateway's
+        # last_error): it names the error's class, never Stripe's text.
+        return StripeConnectionFailed(
+            f"Stripe call failed without a response ({type(exc).__name__})"
+        )
     return InvalidRequest(f"unexpected Stripe answer ({status}): {stripe_text}", **details)

@@ -35,6 +35,7 @@ from producers.client import (
     check_callback_url,
     check_request_time,
     get_result,
+    retry_cause,
 )
 from producers.http.auth import Caller
 from producers.http.errors import NOT_FOUND, UNAVAILABLE, GatewayError, invalid, job_id_taken
@@ -193,21 +194,23 @@ class Dispatcher:
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, POLL_MAX_SECONDS)
 
-    async def state(self, job_id: str, caller: Caller) -> tuple[str, Envelope | None]:
-        """The job's public state, and its envelope once done; 404 for a job not ``caller``'s."""
+    async def state(self, job_id: str, caller: Caller) -> tuple[str, Envelope | None, str | None]:
+        """The job's public state, its envelope once done, and a retrying job's last
+        error; 404 for a job not ``caller``'s."""
 
-        def read() -> tuple[str, Envelope | None]:
+        def read() -> tuple[str, Envelope | None, str | None]:
             if not caller.reads(self.owners.owner(job_id)):
                 raise GatewayError(NOT_FOUND, f"no job {job_id} for this API key")
-            celery_state = AsyncResult(job_id, app=self.app).state
+            result = AsyncResult(job_id, app=self.app)
+            celery_state = result.state
             if celery_state not in states.READY_STATES:
-                return celery_state, None
-            return celery_state, get_result(job_id, timeout=0, app=self.app)
+                return celery_state, None, retry_cause(result)
+            return celery_state, get_result(job_id, timeout=0, app=self.app), None
 
         try:
-            celery_state, envelope = await run_in_threadpool(read)
+            celery_state, envelope, last_error = await run_in_threadpool(read)
         except ResultNotReady:
-            return public_state(states.PENDING), None
+            return public_state(states.PENDING), None, None
         except _BROKER_ERRORS:
             raise GatewayError(UNAVAILABLE, "cannot reach the result backend") from None
-        return public_state(celery_state), envelope
+        return public_state(celery_state), envelope, last_error

@@ -190,6 +190,13 @@ class JobState(BaseModel):
         "(running, failed, revoked)."
     )
     result: dict[str, Any] | None = Field(description="The job's envelope once it is done.")
+    last_error: str | None = Field(
+        default=None,
+        description="While the job is retrying: why its last attempt did not finish, as "
+        '"<reason>: <message>" (the reason as in cards_job_retries_total); else null. '
+        "Carries no secret and no customer data.",
+        examples=["server_error: Stripe server error (500)"],
+    )
 
 
 class JobStatus(BaseModel):

@@ -255,14 +255,9 @@ def api_router(jobs: Dispatcher, require_api_key: CallerDependency, body_limit: 
         caller: Caller = Depends(may_read),  # noqa: B008
     ) -> JSONResponse:
         checked(lambda: check_job_id(job_id))
-        state, envelope = await jobs.state(job_id, caller)
-        return JSONResponse(
-            {
-                "status": True,
-                "message": f"job is {state}",
-                "data": {"job_id": job_id, "state": state, "result": envelope},
-            }
-        )
+        state, envelope, last_error = await jobs.state(job_id, caller)
+        data = {"job_id": job_id, "state": state, "result": envelope, "last_error": last_error}
+        return JSONResponse({"status": True, "message": f"job is {state}", "data": data})
 
     return api
 

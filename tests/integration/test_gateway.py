@@ -333,6 +333,41 @@ def test_assign_after_a_500_attaches_exactly_one_card(
     assert customer_writes(emulator, customer_id) == 1
 
 
+def test_a_retrying_jobs_status_shows_its_last_error(
+    http: httpx.Client, emulator: EmulatorProcess, customers: list[dict[str, Any]]
+) -> None:
+    customer = customers[3]
+    stored = emulator.admin.get_customer(customer["id"])
+    emulator.admin.script_faults(customer["id"], ["error_500"] * 20)
+    try:
+        response = http.post(
+            "/api/cards/default",
+            json={"userId": customer["id"], "default_source": customer["cards"][0]},
+        )
+        assert response.status_code == 202, response.text
+        status_url = response.json()["data"]["status_url"]
+        seen: dict[str, Any] = {}
+
+        def retrying() -> bool:
+            answer = http.get(status_url)
+            assert answer.status_code == 200, answer.text
+            seen.update(answer.json())
+            return bool(seen["data"]["state"] == "retrying")
+
+        wait_for(retrying, JOB_TIMEOUT, "the job to be retrying")
+    finally:
+        emulator.admin.clear_faults(customer["id"])
+    assert seen["message"] == "job is retrying"
+    assert seen["data"]["result"] is None
+    assert seen["data"]["last_error"] == "server_error: Stripe server error (500)"
+    shown = json.dumps(seen)
+    for private in (API_KEY, stored["email"], stored["name"], KEY):
+        assert private not in shown
+    done = poll_until_done(http, status_url)
+    assert done["result"]["status"] is True
+    assert done["last_error"] is None
+
+
 # ---------------------------------------------------- the service behind: 5xx
 
 

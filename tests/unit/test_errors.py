@@ -225,6 +225,37 @@ def test_a_connection_failure_names_the_network_error_under_it() -> None:
     )
 
 
+#: What a Stripe error's text may echo: the customer's email, name and card fingerprint.
+PERSONAL = ("jane.doe@example.com", "Jane Doe", "Xt5EWLLDS7FJjR1c")
+_PERSONAL_TEXT = "No such token; customer jane.doe@example.com (Jane Doe) card Xt5EWLLDS7FJjR1c"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        sdk_error(stripe.RateLimitError, 429, code="rate_limit", message=_PERSONAL_TEXT),
+        sdk_error(stripe.RateLimitError, 429, code="lock_timeout", message=_PERSONAL_TEXT),
+        sdk_error(stripe.APIError, 409, message=_PERSONAL_TEXT),
+        sdk_error(stripe.InvalidRequestError, 400, code="token_in_use", message=_PERSONAL_TEXT),
+        sdk_error(stripe.APIError, 500, type_="api_error", message=_PERSONAL_TEXT),
+        sdk_error(
+            stripe.InvalidRequestError,
+            400,
+            message=_PERSONAL_TEXT,
+            headers={"Stripe-Should-Retry": "true"},
+        ),
+        sdk_error(stripe.APIError, None, message=_PERSONAL_TEXT),
+        stripe.APIConnectionError(_PERSONAL_TEXT),
+    ],
+    ids=["429", "lock_timeout", "409", "token_in_use", "500", "should-retry", "no-status", "conn"],
+)
+def test_a_retry_message_never_echoes_stripes_text(exc: stripe.StripeError) -> None:
+    # A retrying job shows its transient message (`cards result`, the gateway's last_error).
+    meaning = classify(exc)
+    assert isinstance(meaning, TransientError)
+    assert not any(word in meaning.message for word in PERSONAL), meaning.message
+
+
 def test_misconfigured_message_never_contains_the_key() -> None:
     key = "sk_test_SECRETSECRET"
     meaning = classify(
