@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 import kombu.exceptions
 import redis
@@ -201,7 +201,7 @@ class Dispatcher:
         def read() -> tuple[str, Envelope | None, str | None]:
             if not caller.reads(self.owners.owner(job_id)):
                 raise GatewayError(NOT_FOUND, f"no job {job_id} for this API key")
-            result = AsyncResult(job_id, app=self.app)
+            result: AsyncResult[Any] = AsyncResult(job_id, app=self.app)
             celery_state = result.state
             if celery_state not in states.READY_STATES:
                 return celery_state, None, retry_cause(result)
