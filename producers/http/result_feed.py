@@ -90,7 +90,7 @@ class ResultFeed:
         for task in (self._task, *self._checks):
             if task is not None:
                 task.cancel()
-                with suppress(asyncio.CancelledError):
+                with suppress(asyncio.CancelledError, Exception):
                     await task
         self._task = None
         await self._drop_connection()
@@ -180,7 +180,9 @@ class ResultFeed:
         connection = self._connection
         pinged = False
         while True:
-            response = await connection.read_response(disable_decoding=True, timeout=IDLE_SECONDS)
+            response = await connection.read_response(
+                disable_decoding=True, timeout=IDLE_SECONDS, push_request=True
+            )
             if response is None:
                 if pinged:
                     raise redis.ConnectionError("the subscriber connection stopped answering")
