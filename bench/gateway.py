@@ -290,7 +290,8 @@ def _row(s: Side) -> str:
 def report(sides: list[Side], overload: Overload, args: argparse.Namespace) -> int:
     by = {s.name: s for s in sides}
     print(
-        f"{'side':<11} {'reqs':>6} {'seconds':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>8}"
+        f"{'side':<11} {'reqs':>6} {'seconds':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'cpu ms':>8}"
     )
     for s in sides:
         print(_row(s))
@@ -301,15 +302,19 @@ def report(sides: list[Side], overload: Overload, args: argparse.Namespace) -> i
     ratio = two.per_second / poll.per_second
     cpu_ok = accepted.cpu_ms_per_request <= GOAL_CPU_MS_PER_202
     print(
-        f"wait at concurrency {args.concurrency}, Stripe {args.latency:g} ms: push p50 {push.p50_ms} / "
+        f"wait at concurrency {args.concurrency}, Stripe {args.latency:g} ms: "
+        f"push p50 {push.p50_ms} / "
         f"p99 {push.p99_ms} ms, poll p50 {poll.p50_ms} / p99 {poll.p99_ms} ms "
-        f"(poll/push p50 {poll.p50_ms / push.p50_ms:.2f}x); goal p50 <= {args.latency + GOAL_P50_MS:g}, "
+        f"(poll/push p50 {poll.p50_ms / push.p50_ms:.2f}x); "
+        f"goal p50 <= {args.latency + GOAL_P50_MS:g}, "
         f"p99 <= {args.latency + GOAL_P99_MS:g}: {'met' if latency_ok else 'NOT met'}"
     )
     print(
-        f"waiting req/s: poll-1 {poll.per_second}, push-1 {push.per_second}, push-2 {two.per_second}; "
+        f"waiting req/s: poll-1 {poll.per_second}, push-1 {push.per_second}, "
+        f"push-2 {two.per_second}; "
         f"push-2 / poll-1 {ratio:.2f}x, push-2 / push-1 {two.per_second / push.per_second:.2f}x; "
-        f"goal >= {GOAL_THROUGHPUT_RATIO:g}x: {'met' if ratio >= GOAL_THROUGHPUT_RATIO else 'NOT met'}"
+        f"goal >= {GOAL_THROUGHPUT_RATIO:g}x: "
+        f"{'met' if ratio >= GOAL_THROUGHPUT_RATIO else 'NOT met'}"
     )
     print(
         f"CPU per 202 (one process): {accepted.cpu_ms_per_request} ms; goal <= "
@@ -320,7 +325,8 @@ def report(sides: list[Side], overload: Overload, args: argparse.Namespace) -> i
         f"overload: {overload.clients} waiting clients on a cap of {overload.cap} for "
         f"{overload.seconds:g} s: {overload.shed} shed (503 p50 {overload.shed_p50_ms} / p99 "
         f"{overload.shed_p99_ms} ms), {overload.served} served (p50 {overload.served_p50_ms} / p99 "
-        f"{overload.served_p99_ms} ms); ready again {overload.recovery_seconds} s after it stopped; "
+        f"{overload.served_p99_ms} ms); ready again {overload.recovery_seconds} s after it "
+        f"stopped; "
         f"goal < {GOAL_RECOVERY_SECONDS:g} s: {'met' if recovered else 'NOT met'}"
     )
     if args.json:
