@@ -25,8 +25,9 @@ import pytest
 import redis
 
 from cards.envelope import SUCCESS_MESSAGE
+from cards.results import ResultBackend
 from harness.gateway_process import GatewayProcess, run_gateway
-from harness.processes import REPO_ROOT, RedisServer, client_app, free_port, wait_for
+from harness.processes import BIN, REPO_ROOT, RedisServer, client_app, free_port, wait_for
 from producers.http.result_feed import CLIENT_NAME
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.test_gateway import AUTH, KEY, gateway_env
@@ -57,6 +58,7 @@ class Monitor:
 
     def __init__(self, client: redis.Redis) -> None:
         self.commands: list[str] = []
+        self._client = client  # the monitor's connection lives as long as its client
         self._monitor = client.monitor()  # type: ignore[no-untyped-call]
         self._monitor.__enter__()
         self._thread = threading.Thread(target=self._listen, daemon=True)
@@ -78,7 +80,7 @@ class Monitor:
 
 @pytest.fixture
 def monitor(redis_server: RedisServer) -> Iterator[Monitor]:
-    watching = Monitor(redis_server.client())
+    watching = Monitor(redis.Redis.from_url(redis_server.url()))  # no read timeout
     try:
         yield watching
     finally:
@@ -111,7 +113,8 @@ def store(redis_server: RedisServer, job_id: str, *, publish: bool = True) -> No
     """Play the worker: the job's envelope in the result backend (published, or not)."""
     redis_server.client(DB).delete("cards")
     if publish:
-        client_app(redis_server.url(DB)).backend.store_result(job_id, ENVELOPE, "SUCCESS")
+        # As the worker stores it (SET and PUBLISH), without a GET of its own.
+        ResultBackend(client_app(redis_server.url(DB))).store_many({job_id: ENVELOPE})
         return
     meta: dict[str, object] = {
         "status": "SUCCESS",
@@ -242,6 +245,7 @@ def test_the_readmes_two_process_commands_serve_with_the_access_log_off(
         **os.environ,
         **gateway_env(redis_server.url(DB), emulator.url, CARDS_GATEWAY_ACCESS_LOG="false"),
         "PORT": str(port),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",  # as in an activated venv
     }
     log_path = logs_dir / f"gateway-readme-{command.split()[0]}.log"
     with log_path.open("wb") as log:
@@ -274,7 +278,8 @@ def test_the_readmes_two_process_commands_serve_with_the_access_log_off(
         ]
         assert answers == [202] * 6
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
     output = log_path.read_text()
     assert len(set(re.findall(r"Started server process \[(\d+)\]", output))) == 2, output
