@@ -116,7 +116,12 @@ async def _closed_loop(
             while left > 0:
                 left -= 1
                 began = time.perf_counter()
-                response = await http.post(path, json=customers.body())
+                try:
+                    response = await http.post(path, json=customers.body())
+                except httpx.TransportError as exc:  # counted, and reported as not 200/202
+                    name = type(exc).__name__
+                    statuses[name] = statuses.get(name, 0) + 1
+                    continue
                 latencies.append((time.perf_counter() - began) * 1000)
                 statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
 
