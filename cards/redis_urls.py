@@ -15,10 +15,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+import redis.asyncio
+import redis.asyncio.sentinel
 import redis.sentinel
 
 __all__ = [
     "SentinelUrl",
+    "async_redis_client",
     "celery_url_config",
     "is_sentinel",
     "parse_sentinel_url",
@@ -115,3 +118,17 @@ def celery_url_config(broker_url: str, result_backend: str, master_name: str) ->
         # Celery's Sentinel result backend reads every sentinel from its URL.
         config["result_backend_transport_options"] = {"master_name": master_name}
     return config
+
+
+def async_redis_client(url: str, master_name: str, **options: Any) -> redis.asyncio.Redis:
+    """:func:`redis_client` for asyncio: a client for ``url`` (or the Sentinel master)."""
+    if not is_sentinel(url):
+        return redis.asyncio.Redis.from_url(url, **options)
+    parsed = parse_sentinel_url(url)
+    manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        list(parsed.sentinels), socket_timeout=options.get("socket_timeout", 5)
+    )
+    client: redis.asyncio.Redis = manager.master_for(
+        master_name, db=parsed.db, username=parsed.username, password=parsed.password, **options
+    )
+    return client

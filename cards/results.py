@@ -39,7 +39,12 @@ class ResultBackend:
         if not keys:
             return []
         values = self.client.mget(keys)
-        return [None if value is None else self._backend.decode_result(value) for value in values]
+        return [None if value is None else self.decode(value) for value in values]
+
+    def decode(self, value: bytes) -> dict[str, Any]:
+        """A stored (or published) result's meta: ``status``, ``result``, …"""
+        meta: dict[str, Any] = self._backend.decode_result(value)
+        return meta
 
     def answered(self, job_ids: Iterable[str]) -> set[str]:
         """The jobs among ``job_ids`` that have a final result."""

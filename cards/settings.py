@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -300,6 +300,23 @@ class Settings(BaseSettings):
         ge=1024,
         le=1048576,
         description="Largest request body the HTTP gateway reads; larger ones get 413.",
+    )
+    gateway_max_in_flight: int = Field(
+        default=256,
+        ge=1,
+        le=100000,
+        description="Requests one HTTP gateway process serves at once (waits included); "
+        "past it, 503 with Retry-After at once, and /readyz answers 503.",
+    )
+    gateway_access_log: bool = Field(
+        default=True,
+        description="Write the HTTP gateway's access log: one JSON line per request on "
+        "stdout, without query strings.",
+    )
+    gateway_wait: Literal["push", "poll"] = Field(
+        default="push",
+        description="How a ?wait= request learns its result: push (the result backend's "
+        "pub/sub, one connection per process) or poll (the old way; for comparisons).",
     )
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ from harness.processes import BIN, REPO_ROOT, free_port, wait_for
 
 __all__ = ["GatewayProcess", "run_gateway"]
 
-STARTUP_TIMEOUT_SECONDS = 30
+STARTUP_TIMEOUT_SECONDS = 90
 STOP_TIMEOUT_SECONDS = 10
 
 
@@ -55,9 +55,15 @@ def _healthy(gateway: GatewayProcess) -> bool:
 
 @contextmanager
 def run_gateway(
-    env: Mapping[str, str], log_path: Path, *, extra_args: tuple[str, ...] = ()
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    extra_args: tuple[str, ...] = (),
+    workers: int | None = 1,
 ) -> Iterator[GatewayProcess]:
-    """``cards gateway`` on 127.0.0.1 and a free port, with ``env`` over this environment."""
+    """``cards gateway`` on 127.0.0.1 and a free port, with ``env`` over this environment,
+    in ``workers`` processes (None: the command's default, one per core)."""
+    processes = () if workers is None else ("--workers", str(workers))
     port = free_port()
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
@@ -68,6 +74,7 @@ def run_gateway(
                 "127.0.0.1",
                 "--port",
                 str(port),
+                *processes,
                 *extra_args,
             ],
             cwd=REPO_ROOT,

@@ -148,6 +148,10 @@ def flower(
 def gateway(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Processes sharing the port; default: one per core.", min=1),
+    ] = None,
     dev_no_auth: Annotated[
         bool,
         typer.Option(
@@ -160,7 +164,7 @@ def gateway(
     from producers.http.app import GatewayConfigError, serve  # FastAPI only for this command
 
     try:
-        serve(host, port, dev_no_auth=dev_no_auth)
+        serve(host, port, workers=workers, dev_no_auth=dev_no_auth)
     except GatewayConfigError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
 

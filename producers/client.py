@@ -38,6 +38,7 @@ __all__ = [
     "enqueue_assign_card",
     "enqueue_list_cards",
     "enqueue_set_default_card",
+    "envelope_of",
     "get_result",
     "producer_app",
     "retry_cause",
@@ -261,9 +262,13 @@ def get_result(job_id: str, timeout: float | None = 30.0, *, app: Celery | None 
             raise _not_ready(job_id, result) from None
         finally:
             _stop_waiting(result)
-    value = result.result
-    if result.successful() and isinstance(value, dict) and "status" in value:
+    return envelope_of(job_id, result.state, result.result)
+
+
+def envelope_of(job_id: str, state: str, value: object) -> Envelope:
+    """The envelope of a finished job from its Celery state and result value. Pure."""
+    if state == states.SUCCESS and isinstance(value, dict) and "status" in value:
         return cast(Envelope, value)
     # The worker ends every job with an envelope; anything else is a crash that
     # escaped it, reported in the same shape without its traceback.
-    return failure(f"job {job_id} ended abnormally (state {result.state})", ErrorKind.INTERNAL)
+    return failure(f"job {job_id} ended abnormally (state {state})", ErrorKind.INTERNAL)

@@ -1,13 +1,15 @@
 """The producers' HTTP API (``cards gateway``): the seed's calls as jobs, over FastAPI.
 
 Modules:
-    app: the ASGI app factory (create_app) and serve (uvicorn).
-    routes: the routes: job routes, a job's status, /healthz.
+    app: the ASGI app factory (create_app) and serve (uvicorn, --workers processes).
+    routes: the routes: job routes, a job's status, /healthz, /readyz.
     dispatch: sending the API's jobs and reading their states and results (Celery).
+    result_feed: waking waiting requests with their job's result (one pub/sub connection).
+    shedding: the in-flight cap (503 with Retry-After) and readiness.
     body: reading a request's JSON body within the size limit.
     errors: which HTTP answer for which failure (envelope statuses, GatewayError, handlers).
     auth: bearer API keys, scopes and the auth dependencies.
     ownership: which tenant owns which job id (the claims in Redis).
     models: the request and response models and the OpenAPI helpers.
-    access_log: uvicorn's log configuration, access log without query strings.
+    access_log: the access log, JSON lines without query strings.
 """

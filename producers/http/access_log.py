@@ -1,33 +1,81 @@
-"""uvicorn's logging configuration for the gateway: its access log without query strings.
+"""The gateway's access log: one JSON line per request, never a query string.
 
 An API key or a customer id sent in a query string must never land in a log,
-so every access log line drops everything from the ``?`` on.
+so a line holds the path only: ``{"ts", "method", "path", "status", "ms"}``.
+A pure ASGI middleware writes it to the ``cards.gateway.access`` logger (on
+stdout unless configured otherwise); ``CARDS_GATEWAY_ACCESS_LOG=false`` leaves
+it out. uvicorn's own access log stays off.
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import logging
-from typing import Any
+import sys
+import time
 
-__all__ = ["log_config"]
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+__all__ = ["ACCESS_LOGGER", "AccessLog", "access_line", "access_logger"]
 
-class _NoQueryStrings(logging.Filter):
-    """Drop the query string from uvicorn's access log lines."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
-        return True
+ACCESS_LOGGER = "cards.gateway.access"
 
 
-def log_config() -> dict[str, Any]:
-    """uvicorn's logging configuration, its access log without query strings."""
-    from uvicorn.config import LOGGING_CONFIG
+def access_line(ts: float, method: str, path: str, status: int, seconds: float) -> str:
+    """One access log line, JSON; ``path`` never carries the query string. Pure."""
+    return json.dumps(
+        {
+            "ts": round(ts, 3),
+            "method": method,
+            "path": path.split("?", 1)[0],
+            "status": status,
+            "ms": round(seconds * 1000, 2),
+        },
+        separators=(",", ":"),
+    )
 
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["no_query"] = {"()": _NoQueryStrings}
-    config["handlers"]["access"]["filters"] = ["no_query"]
-    return config
+
+def access_logger() -> logging.Logger:
+    """The access logger, writing bare lines to stdout unless a handler is configured."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class AccessLog:
+    """Log every HTTP request ``app`` answers, as :func:`access_line`."""
+
+    def __init__(self, app: ASGIApp, logger: logging.Logger) -> None:
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless the app answers
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.logger.info(
+                access_line(
+                    time.time(),
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    time.perf_counter() - started,
+                )
+            )

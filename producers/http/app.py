@@ -3,30 +3,55 @@
 :func:`create_app` is an ASGI app factory (``uvicorn --factory
 producers.http.app:create_app``): it checks the settings, refusing to start
 (:class:`GatewayConfigError`) without a usable API key, and wires the routes to
-a Celery app that fails fast. The gateway is a producer: it never imports
-Stripe or the worker. ``--dev-no-auth`` serves without keys, on loopback only.
+a Celery app that fails fast, the result feed, the in-flight cap and the JSON
+access log. :func:`serve` runs it on uvicorn (uvloop and httptools where
+installed), in ``workers`` processes. The gateway is a producer: it never
+imports Stripe or the worker. ``--dev-no-auth`` serves without keys, on
+loopback only, in one process.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
 
 from celery import Celery
 from fastapi import FastAPI
 
+from cards.redis_urls import async_redis_client
+from cards.results import ResultBackend
 from cards.settings import Settings, get_settings
 from producers.client import producer_app as default_producer_app
 from producers.http import models
-from producers.http.access_log import log_config
+from producers.http.access_log import AccessLog, access_logger
 from producers.http.auth import ApiKeys, InvalidApiKeys, api_key_dependency
 from producers.http.dispatch import Dispatcher, fail_fast
 from producers.http.errors import install_error_handlers
 from producers.http.ownership import JobOwners
+from producers.http.result_feed import CLIENT_NAME, ResultFeed
 from producers.http.routes import add_routes
+from producers.http.shedding import InFlight, InFlightLimit
 
-__all__ = ["GatewayConfigError", "create_app", "is_loopback_host", "serve"]
+__all__ = [
+    "APP_FACTORY",
+    "GatewayConfigError",
+    "create_app",
+    "default_workers",
+    "is_loopback_host",
+    "serve",
+]
+
+#: The import path of :func:`create_app`, for ``uvicorn --factory`` and for workers.
+APP_FACTORY: Final = "producers.http.app:create_app"
+#: How long a worker process may take to start (import, build the app) on a busy host
+#: before uvicorn's supervisor counts it as hung and replaces it.
+WORKER_STARTUP_SECONDS: Final = 60
+#: The result feed's reads (GET/MGET) give up after this long.
+FEED_SOCKET_TIMEOUT_SECONDS: Final = 2
 
 
 class GatewayConfigError(ValueError):
@@ -72,11 +97,20 @@ def create_app(
     settings = settings if settings is not None else get_settings()
     require_api_key = api_key_dependency(_api_keys(settings, dev_no_auth), dev_no_auth)
     celery = fail_fast(celery_app or default_producer_app())
+    feed = _result_feed(settings, celery) if settings.gateway_wait == "push" else None
     jobs = Dispatcher(
         celery,
         settings.gateway_max_wait_seconds,
         owners if owners is not None else JobOwners.from_settings(settings),
+        feed,
     )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if feed is not None:
+            await feed.close()
+
     app = _GatewayApp(
         title="cards-worker gateway",
         version="1",
@@ -84,10 +118,28 @@ def create_app(
         redirect_slashes=False,
         docs_url="/docs",
         redoc_url=None,
+        lifespan=lifespan,
     )
     install_error_handlers(app)
-    add_routes(app, jobs, require_api_key, settings.gateway_max_body_bytes)
+    in_flight = InFlight(settings.gateway_max_in_flight)
+    add_routes(app, jobs, require_api_key, settings.gateway_max_body_bytes, in_flight)
+    app.add_middleware(InFlightLimit, in_flight=in_flight)
+    if settings.gateway_access_log:
+        app.add_middleware(AccessLog, logger=access_logger())
     return app
+
+
+def _result_feed(settings: Settings, celery: Celery) -> ResultFeed:
+    backend = ResultBackend(celery)
+    client = async_redis_client(
+        settings.result_backend_url,
+        settings.sentinel_master,
+        socket_timeout=FEED_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=FEED_SOCKET_TIMEOUT_SECONDS,
+        socket_keepalive=True,
+        client_name=CLIENT_NAME,
+    )
+    return ResultFeed(client, backend.key, backend.decode)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -100,11 +152,18 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def serve(host: str, port: int, *, dev_no_auth: bool = False) -> None:
+def default_workers() -> int:
+    """One process per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def serve(host: str, port: int, *, workers: int | None = None, dev_no_auth: bool = False) -> None:
     """Run the gateway on uvicorn until SIGINT/SIGTERM; :class:`GatewayConfigError` if refused.
 
-    ``dev_no_auth`` (the command line's ``--dev-no-auth``, never a setting) serves
-    without keys, and only on a loopback ``host``.
+    ``workers`` processes (default :func:`default_workers`) share the port, each
+    with its own app. ``dev_no_auth`` (the command line's ``--dev-no-auth``,
+    never a setting) serves without keys, in one process, and only on a loopback
+    ``host``.
     """
     import uvicorn
 
@@ -112,11 +171,31 @@ def serve(host: str, port: int, *, dev_no_auth: bool = False) -> None:
         raise GatewayConfigError(
             "--dev-no-auth serves without keys, so only on a loopback --host (127.0.0.1, ::1)"
         )
-    app = create_app(get_settings(), dev_no_auth=dev_no_auth)
-    if dev_no_auth:
-        sys.stderr.write(
-            "warning: the gateway runs WITHOUT authentication (dev-no-auth); never expose it\n"
-        )
+    if workers is not None and workers < 1:
+        raise GatewayConfigError("--workers must be at least 1")
+    if dev_no_auth and workers not in (None, 1):
+        raise GatewayConfigError("--dev-no-auth serves one process: leave out --workers")
+    processes = 1 if dev_no_auth else workers or default_workers()
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "server_header": False,
+        "log_level": "info",
+        "access_log": False,  # the app writes its own (producers.http.access_log)
+    }
+    if processes == 1:
+        app = create_app(get_settings(), dev_no_auth=dev_no_auth)
+        if dev_no_auth:
+            sys.stderr.write(
+                "warning: the gateway runs WITHOUT authentication (dev-no-auth); never expose it\n"
+            )
+        uvicorn.run(app, **options)
+        return
+    _api_keys(get_settings(), dev_no_auth=False)  # refuse here, in one line, not per process
     uvicorn.run(
-        app, host=host, port=port, server_header=False, log_level="info", log_config=log_config()
+        APP_FACTORY,
+        factory=True,
+        workers=processes,
+        timeout_worker_healthcheck=WORKER_STARTUP_SECONDS,
+        **options,
     )

@@ -4,8 +4,9 @@ A job id is claimed for its tenant and fields (:mod:`producers.http.ownership`)
 before anything is sent, read or deleted: a repeat by the same tenant with the
 same fields is the same job (sent again only if it never reached the queue, or
 ended a dead letter); anything else is a 409 that changes nothing. Celery's
-blocking calls run in the thread pool; waiting polls from the event loop. An
-unreachable broker or result backend is a 503.
+blocking calls run in the thread pool; a waiting request is woken by the result
+feed (:mod:`producers.http.result_feed`), or polls with ``CARDS_GATEWAY_WAIT=poll``.
+An unreachable broker or result backend is a 503.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from producers.client import (
     Unreachable,
     check_callback_url,
     check_request_time,
+    envelope_of,
     get_result,
     retry_cause,
 )
 from producers.http.auth import Caller
 from producers.http.errors import NOT_FOUND, UNAVAILABLE, GatewayError, invalid, job_id_taken
 from producers.http.ownership import Claim, ClaimOutcome, JobOwners, job_digest
+from producers.http.result_feed import ResultFeed
 
 __all__ = [
     "BACKEND_RETRY_POLICY",
@@ -104,16 +107,26 @@ def fail_fast(celery: Celery) -> Celery:
     # Workers retry storing results through a Redis restart; a request a person
     # waits on answers 503 at once instead.
     celery.conf.result_backend_always_retry = False
+    # Celery subscribes to every job it sends (a SUBSCRIBE per job on a connection
+    # nobody reads here); the gateway waits through its own result feed instead.
+    celery.backend.on_task_call = _no_subscription  # type: ignore[method-assign]
     return celery
+
+
+def _no_subscription(producer: object, task_id: str) -> None:
+    """Celery's per-send subscription, left out: see :func:`fail_fast`."""
 
 
 class Dispatcher:
     """Enqueue jobs and read their results for the HTTP API; failures are :class:`GatewayError`."""
 
-    def __init__(self, app: Celery, max_wait: float, owners: JobOwners) -> None:
+    def __init__(
+        self, app: Celery, max_wait: float, owners: JobOwners, feed: ResultFeed | None = None
+    ) -> None:
         self.app = app
         self.max_wait = max_wait
         self.owners = owners
+        self.feed = feed
 
     def _submit(self, job: AnyJob, tenant: str) -> str:
         if isinstance(job, SetDefaultCardJob):
@@ -183,7 +196,18 @@ class Dispatcher:
             raise GatewayError(UNAVAILABLE, "cannot reach the result backend") from None
 
     async def wait(self, job_id: str, seconds: float) -> Envelope | None:
-        """The job's envelope, polling for up to ``seconds``; None if it has none by then."""
+        """The job's envelope, waiting up to ``seconds``; None if it has none by then.
+
+        Woken by the result feed (push) if there is one, else by polling."""
+        if self.feed is None:
+            return await self._poll(job_id, seconds)
+        try:
+            meta = await self.feed.wait(job_id, seconds)
+        except _BROKER_ERRORS:
+            raise GatewayError(UNAVAILABLE, "cannot reach the result backend") from None
+        return None if meta is None else envelope_of(job_id, meta["status"], meta.get("result"))
+
+    async def _poll(self, job_id: str, seconds: float) -> Envelope | None:
         deadline = time.monotonic() + seconds
         delay = POLL_FIRST_SECONDS
         while True:

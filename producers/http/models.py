@@ -35,8 +35,10 @@ __all__ = [
     "CustomerUpdated",
     "Failed",
     "Health",
+    "InFlightCount",
     "JobStatus",
     "Queued",
+    "Readiness",
     "SetDefaultCardRequest",
     "TimedOut",
     "responses",
@@ -209,6 +211,17 @@ class Health(BaseModel):
     status: bool
     message: str
     data: None = None
+
+
+class InFlightCount(BaseModel):
+    in_flight: int
+    max_in_flight: int
+
+
+class Readiness(BaseModel):
+    status: bool
+    message: str
+    data: InFlightCount
 
 
 def _without_null(schema: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""The HTTP API's routes: the seed's calls as jobs, a job's status, and ``/healthz``.
+"""The HTTP API's routes: the seed's calls as jobs, a job's status, ``/healthz``, ``/readyz``.
 
 A job route validates with the shared contract, queues the job and answers
 ``202`` with its status URL, or, with ``?wait=SECONDS``, the job's envelope
 (status from :func:`producers.http.errors.status_for`) or ``504`` if the wait
 ran out. ``/api`` routes need a key holding the route's scope; ``/healthz``
-does not. Every answer is ``{status, message, data}``.
+(liveness) and ``/readyz`` (readiness) do not. Every answer is ``{status, message, data}``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from producers.http.errors import (
     invalid,
     status_for,
 )
+from producers.http.shedding import RETRY_AFTER_SECONDS, InFlight
 
 __all__ = ["HEALTH_TIMEOUT_SECONDS", "STATUS_PATH", "add_routes", "api_router"]
 
@@ -263,11 +264,37 @@ def api_router(jobs: Dispatcher, require_api_key: CallerDependency, body_limit: 
 
 
 def add_routes(
-    app: FastAPI, jobs: Dispatcher, require_api_key: CallerDependency, body_limit: int
+    app: FastAPI,
+    jobs: Dispatcher,
+    require_api_key: CallerDependency,
+    body_limit: int,
+    in_flight: InFlight,
 ) -> None:
-    """The ``/api`` routes (:func:`api_router`), then ``/healthz``: do the broker and the
-    result backend answer? (no key needed)."""
+    """The ``/api`` routes (:func:`api_router`), then ``/healthz`` (liveness: do the broker
+    and the result backend answer?) and ``/readyz`` (is this process below its in-flight
+    cap?); neither needs a key."""
     app.include_router(api_router(jobs, require_api_key, body_limit))
+
+    @app.get(
+        "/readyz",
+        summary="Readiness: this process takes requests (it is below its in-flight cap)",
+        responses={
+            HTTPStatus.OK: {"model": models.Readiness, "description": "Ready."},
+            HTTPStatus.SERVICE_UNAVAILABLE: {
+                "model": models.Readiness,
+                "description": "Saturated: new requests are answered 503; send them elsewhere.",
+            },
+        },
+    )
+    async def readyz() -> JSONResponse:
+        data = {"in_flight": in_flight.count, "max_in_flight": in_flight.cap}
+        if in_flight.saturated:
+            return JSONResponse(
+                {"status": False, "message": "saturated", "data": data},
+                UNAVAILABLE,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return JSONResponse({"status": True, "message": "ready", "data": data})
 
     @app.get(
         "/healthz",

@@ -161,13 +161,28 @@ def test_worker_has_no_fixed_name_or_port_so_it_scales() -> None:
     assert "ports" not in worker
 
 
-def test_gateway_runs_the_cards_command_on_loopback_with_keys() -> None:
+def test_gateway_runs_the_cards_command_scaled_behind_the_proxy_on_loopback() -> None:
     gateway = services()["gateway"]
     assert command_words(gateway).startswith("cards gateway --host 0.0.0.0 --port 8000")
-    assert gateway["ports"] == ["127.0.0.1:8000:8000"]
+    assert gateway["scale"] >= 2
+    assert "ports" not in gateway and "container_name" not in gateway
     assert "CARDS_GATEWAY_API_KEYS" in gateway["environment"]
     assert "/healthz" in " ".join(gateway["healthcheck"]["test"])
     assert "CARDS_GATEWAY_API_KEYS=" in (ROOT / ".env.example").read_text()
+    proxy = services()["gateway-proxy"]
+    assert proxy["ports"] == ["127.0.0.1:8000:8000"]
+    assert "./deploy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in proxy["volumes"]
+
+
+def test_the_proxy_config_is_valid_for_haproxy_and_checks_readiness() -> None:
+    config = ROOT / "deploy" / "haproxy.cfg"
+    binary = shutil.which("haproxy")
+    assert binary, "haproxy is needed (Debian package haproxy; .ci/run installs it)"
+    done = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = config.read_text()
+    assert "option httpchk GET /readyz" in text
+    assert "server-template gateway" in text and "gateway:8000" in text
 
 
 def test_live_worker_runs_the_plain_command_and_bulk_workers_prefork() -> None:

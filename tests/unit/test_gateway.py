@@ -463,6 +463,7 @@ def test_the_schema_is_served_without_a_key(gateway: Any) -> None:
         "/api/cards/{customerId}",
         "/api/jobs/{job_id}",
         "/healthz",
+        "/readyz",
     }
 
 
