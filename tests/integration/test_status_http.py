@@ -4,23 +4,36 @@ letters, migrations) beside the pool's counters."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import redis
+import yaml
 
 from harness.processes import RedisServer, client_app, free_port, start_worker, wait_for
 from producers import enqueue_set_default_card, get_result
 from stripe_emulator.process import run_emulator
 from tests.integration.conftest import API_KEY, worker_env
 from tests.integration.test_observability import sample, scrape
+from tests.unit.test_compose import COMPOSE
 
 STATUS_DB = 15
 
 
 def status(port: int, path: str) -> int:
     return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5, trust_env=False).status_code
+
+
+def compose_healthcheck(port: int) -> subprocess.CompletedProcess[bytes]:
+    """docker-compose.yml's worker healthcheck, run here against ``port``."""
+    service = yaml.safe_load(COMPOSE.read_text())["services"]["worker"]
+    kind, *command = service["healthcheck"]["test"]
+    assert kind == "CMD" and command[0] == "python"
+    script = command[-1].replace(service["environment"]["CARDS_METRICS_PORT"], str(port))
+    return subprocess.run([sys.executable, *command[1:-1], script], capture_output=True)
 
 
 def test_probes_and_broker_metrics_of_a_real_worker(
@@ -39,6 +52,7 @@ def test_probes_and_broker_metrics_of_a_real_worker(
         assert status(port, "/livez") == 200
         assert status(port, "/readyz") == 503
         assert "breaker is open" in httpx.get(f"http://127.0.0.1:{port}/readyz").text
+        assert compose_healthcheck(port).returncode != 0
 
         two_minutes_ago = datetime.now(UTC) - timedelta(minutes=2)
         queued = [
@@ -59,6 +73,7 @@ def test_probes_and_broker_metrics_of_a_real_worker(
 
         with run_emulator(api_key=API_KEY, port=stripe_port):
             wait_for(lambda: status(port, "/readyz") == 200, 30, "the worker to be ready")
+            assert compose_healthcheck(port).returncode == 0
             for job_id in queued:
                 assert get_result(job_id, timeout=30, app=app)["message"] == "no such customer"
             wait_for(
