@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication clean
+.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication fleet-simulation clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,11 @@ bench-p5: venv
 ## bench-replication: jobs a Sentinel failover loses to async replication (LPUSH vs LPUSH+WAIT).
 bench-replication: venv
 	$(BIN)/python -m bench.replication_loss
+
+## fleet-simulation: a 100-pod fleet under a burst (queue, scale-up lag, Stripe budget);
+## redraws docs/fleet-simulation.png (docs/scaling.md).
+fleet-simulation: venv
+	$(BIN)/python -m bench.fleet_simulation --out docs/fleet-simulation.png
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
