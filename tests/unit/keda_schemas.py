@@ -69,114 +69,116 @@ _REDIS_LIST_METADATA: Final[dict[str, Any]] = {
     },
 }
 
-SCALED_OBJECT: Final[dict[str, Any]] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
-        "kind": {"const": "ScaledObject"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["scaleTargetRef", "triggers"],
-            "additionalProperties": False,
-            "properties": {
-                "scaleTargetRef": {
-                    **_NAME_REF,
-                    "properties": {
-                        "name": {"type": "string", "minLength": 1},
-                        "kind": {"type": "string"},
-                        "apiVersion": {"type": "string"},
-                        "envSourceContainerName": {"type": "string"},
+
+def _resource(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A keda.sh/v1alpha1 resource of ``kind`` whose spec follows ``spec``."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "kind": {"const": kind},
+            "metadata": _METADATA,
+            "spec": spec,
+        },
+    }
+
+
+SCALED_OBJECT: Final = _resource(
+    "ScaledObject",
+    {
+        "type": "object",
+        "required": ["scaleTargetRef", "triggers"],
+        "additionalProperties": False,
+        "properties": {
+            "scaleTargetRef": {
+                **_NAME_REF,
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "kind": {"type": "string"},
+                    "apiVersion": {"type": "string"},
+                    "envSourceContainerName": {"type": "string"},
+                },
+            },
+            "pollingInterval": _INT32,
+            "cooldownPeriod": _INT32,
+            "initialCooldownPeriod": _INT32,
+            "idleReplicaCount": _INT32,
+            "minReplicaCount": _INT32,
+            "maxReplicaCount": {**_INT32, "minimum": 1},
+            "fallback": {
+                "type": "object",
+                "required": ["failureThreshold", "replicas"],
+                "properties": {"failureThreshold": _INT32, "replicas": _INT32},
+            },
+            "advanced": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "restoreToOriginalReplicaCount": {"type": "boolean"},
+                    "horizontalPodAutoscalerConfig": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string"},
+                            "behavior": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {"scaleUp": _HPA_RULES, "scaleDown": _HPA_RULES},
+                            },
+                        },
                     },
                 },
-                "pollingInterval": _INT32,
-                "cooldownPeriod": _INT32,
-                "initialCooldownPeriod": _INT32,
-                "idleReplicaCount": _INT32,
-                "minReplicaCount": _INT32,
-                "maxReplicaCount": {**_INT32, "minimum": 1},
-                "fallback": {
+            },
+            "triggers": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
                     "type": "object",
-                    "required": ["failureThreshold", "replicas"],
-                    "properties": {"failureThreshold": _INT32, "replicas": _INT32},
-                },
-                "advanced": {
-                    "type": "object",
+                    "required": ["type", "metadata"],
                     "additionalProperties": False,
                     "properties": {
-                        "restoreToOriginalReplicaCount": {"type": "boolean"},
-                        "horizontalPodAutoscalerConfig": {
+                        "type": {"type": "string"},
+                        "name": {"type": "string"},
+                        "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                        "metadata": {
                             "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "name": {"type": "string"},
-                                "behavior": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "properties": {"scaleUp": _HPA_RULES, "scaleDown": _HPA_RULES},
-                                },
-                            },
+                            "additionalProperties": {"type": "string"},
                         },
+                        "authenticationRef": _NAME_REF,
                     },
-                },
-                "triggers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "metadata"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": {"type": "string"},
-                            "name": {"type": "string"},
-                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                            "metadata": {
-                                "type": "object",
-                                "additionalProperties": {"type": "string"},
-                            },
-                            "authenticationRef": _NAME_REF,
-                        },
-                        "if": {"properties": {"type": {"const": "redis"}}},
-                        "then": {"properties": {"metadata": _REDIS_LIST_METADATA}},
-                    },
+                    "if": {"properties": {"type": {"const": "redis"}}},
+                    "then": {"properties": {"metadata": _REDIS_LIST_METADATA}},
                 },
             },
         },
     },
-}
+)
 
-TRIGGER_AUTHENTICATION: Final[dict[str, Any]] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
-        "kind": {"const": "TriggerAuthentication"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "secretTargetRef": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["parameter", "name", "key"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "parameter": {"type": "string", "minLength": 1},
-                            "name": {"type": "string", "minLength": 1},
-                            "key": {"type": "string", "minLength": 1},
-                        },
+TRIGGER_AUTHENTICATION: Final = _resource(
+    "TriggerAuthentication",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "secretTargetRef": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["parameter", "name", "key"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "parameter": {"type": "string", "minLength": 1},
+                        "name": {"type": "string", "minLength": 1},
+                        "key": {"type": "string", "minLength": 1},
                     },
                 },
             },
         },
     },
-}
+)
 
 KEDA_SCHEMAS: Final = {
     "ScaledObject": SCALED_OBJECT,
