@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication bench-gateway clean
+.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication bench-gateway fleet-simulation clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,11 @@ bench-replication: venv
 ## bench-gateway: the HTTP gateway: push against poll waits, CPU per 202, --workers 1 vs 2, overload.
 bench-gateway: venv
 	$(BIN)/python -m bench.gateway
+
+## fleet-simulation: a 100-pod fleet under a burst (queue, scale-up lag, Stripe budget);
+## redraws docs/fleet-simulation.png (docs/scaling.md).
+fleet-simulation: venv
+	$(BIN)/python -m bench.fleet_simulation --out docs/fleet-simulation.png
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -23,7 +23,10 @@ Modules:
     webhook: the callback HTTP edge (SSRF-safe).
     malformed: refuse malformed task messages before Celery parses them.
     task_requests: request classes that keep customer data out of task events.
-    metrics: Prometheus metrics, served by the main process.
+    metrics: Prometheus metrics, counted in every pool process.
+    broker_state: reads queues, unacked, dead letters and migrations at scrape time.
+    probes: liveness and readiness of the worker (pure decisions, the consumer step, the WSGI app).
+    status_http: the main process's HTTP server (/metrics, /livez, /readyz).
     pool: an explicit ``-P prefork`` honoured, an unsized prefork pool sized per core.
     security: refuse unsafe serializers.
     lua/: the Redis scripts of ordering and ratelimit.

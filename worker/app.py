@@ -6,10 +6,11 @@ import logging
 
 from celery.app import trace
 
-import worker.metrics  # serves /metrics once the worker starts
-import worker.pool  # noqa: F401 - sizes a prefork pool started without -c
+import worker.pool  # sizes a prefork pool started without -c
+import worker.status_http  # noqa: F401 - serves /metrics, /livez, /readyz when the worker starts
 from cards.messaging import celery_app
 from worker.breaker import BreakerStep
+from worker.probes import HealthStep
 from worker.security import assert_safe_serialization
 
 __all__ = ["app"]
@@ -35,3 +36,4 @@ app = celery_app(
 )
 assert_safe_serialization(app.conf)
 app.steps["consumer"].add(BreakerStep)
+app.steps["consumer"].add(HealthStep)

@@ -3,30 +3,20 @@
 Each pool process counts in its own memory-mapped files under
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode; a fresh
 temporary directory per worker when unset); the main process serves their sum
-on ``/metrics`` at ``CARDS_METRICS_ADDRESS``:``CARDS_METRICS_PORT`` (0, the
-default, serves nothing). The directory is chosen when the worker starts,
-before the pool forks and before any metric value exists.
+on ``/metrics`` (:mod:`worker.status_http`). The directory is chosen when the
+worker starts, before the pool forks and before any metric value exists.
+Every label here takes values from a fixed set (task names, outcome kinds,
+operations, queues, causes): never a customer, job or migration id.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from typing import Any, Final
 
 from celery import signals
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    multiprocess,
-    start_http_server,
-    values,
-)
-
-from cards.settings import get_settings
+from prometheus_client import Counter, Gauge, Histogram, multiprocess, values
 
 __all__ = [
     "BREAKER_OPEN",
@@ -35,9 +25,8 @@ __all__ = [
     "JOB_RETRIES",
     "RATE_LIMITER_WAIT",
     "STRIPE_CALL_SECONDS",
+    "count_in_files",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: Stripe answers in tens to hundreds of ms; timeouts are 10 s by default.
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -77,7 +66,7 @@ CALLBACK_DELIVERIES = Counter(
 )
 
 
-def _count_in_files() -> None:
+def count_in_files() -> None:
     """Make every metric value created from now on file-backed, in a directory
     of this worker's own (fresh, so no stale counts; unless the operator gave one)."""
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -87,25 +76,6 @@ def _count_in_files() -> None:
     # Every metric here has labels, so its values are only created after the
     # pool forks, by then with this choice.
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
-
-
-@signals.worker_init.connect
-def _serve_metrics(**_: Any) -> None:
-    settings = get_settings()
-    if not settings.metrics_port:
-        return
-    _count_in_files()
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    try:
-        start_http_server(settings.metrics_port, settings.metrics_address, registry=registry)
-    except OSError as exc:
-        # Metrics are an aid, not a reason to refuse jobs.
-        logger.error("metrics: cannot serve on port %s: %s", settings.metrics_port, exc)
-        return
-    logger.info(
-        "metrics: serving /metrics on %s:%s", settings.metrics_address, settings.metrics_port
-    )
 
 
 @signals.worker_process_shutdown.connect

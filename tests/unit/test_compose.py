@@ -192,3 +192,13 @@ def test_live_worker_runs_the_plain_command_and_bulk_workers_prefork() -> None:
     assert "-c" not in live and "--concurrency" not in live
     assert found["worker"]["environment"]["CARDS_WORKER_CONCURRENCY"]
     assert "-P prefork" in command_words(found["worker-bulk"])
+
+
+def test_workers_are_checked_by_their_readiness_probe_on_their_metrics_port() -> None:
+    for name in ("worker", "worker-bulk"):
+        service = services()[name]
+        port = service["environment"]["CARDS_METRICS_PORT"]
+        assert service["environment"]["CARDS_METRICS_ADDRESS"] == "0.0.0.0"
+        check = " ".join(service["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/readyz" in check, name
+        assert "celery" not in check  # no Python process importing Celery every 30 s
