@@ -31,10 +31,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cards.deadletters import ENTRIES_KEY as DEAD_LETTERS_KEY
+from cards.migration_records import KEY_PREFIX as MIGRATION_PREFIX
+from cards.migration_records import MigrationRecord, MigrationState, migration_state
 from cards.redis_urls import redis_client
 from cards.settings import Settings
-from producers.migrate.store import KEY_PREFIX as MIGRATION_PREFIX
-from producers.migrate.store import MigrationRecord, MigrationState, migration_state
 
 __all__ = [
     "MIGRATION_ROW_STATES",

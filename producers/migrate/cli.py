@@ -23,6 +23,7 @@ from typing import Annotated, Any, Final, NoReturn
 import typer
 
 from cards.jobs import CHECK_TASK_NAME, MAX_JOB_ID_LENGTH, TASK_NAME, check_job_id
+from cards.migration_records import MigrationRecord, MigrationState, migration_state
 from cards.settings import get_settings
 from producers.cli_errors import (
     EXIT_BAD_INPUT,
@@ -37,12 +38,7 @@ from producers.migrate.progress import BarProgress, LogProgress, MigrationProgre
 from producers.migrate.report import default_report_path
 from producers.migrate.scan import FileFormat, Row, UnreadableFile, format_for, scan
 from producers.migrate.send import DEFAULT_WINDOW, INTERRUPTED, Migration, default_migration_id
-from producers.migrate.store import (
-    MigrationRecord,
-    MigrationState,
-    migration_state,
-    migration_store,
-)
+from producers.migrate.store import migration_store
 from producers.queues import queue_depth, queue_readers
 
 __all__ = ["MigrationInputError", "app", "status_hint"]

@@ -28,6 +28,7 @@ from celery import Celery, states
 from cards.batches import BATCH_TASK_NAME
 from cards.jobs import TASK_NAME
 from cards.messaging import celery_app
+from cards.migration_records import LineOutcome, MigrationRecord
 from cards.redaction import batch_reprs, event_reprs
 from cards.results import ResultBackend
 from cards.settings import get_settings
@@ -35,7 +36,7 @@ from producers.client import producer_app
 from producers.migrate.progress import MigrationProgress
 from producers.migrate.report import Report, open_report
 from producers.migrate.scan import FileFormat, Row, open_rows
-from producers.migrate.store import LineOutcome, MigrationRecord, MigrationStore, migration_store
+from producers.migrate.store import MigrationStore, migration_store
 
 __all__ = [
     "DEFAULT_WINDOW",

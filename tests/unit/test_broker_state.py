@@ -18,7 +18,8 @@ from redis.retry import Retry
 
 from cards.deadletters import DeadLetter, DeadLetterStore
 from cards.envelope import ErrorKind, failure
-from producers.migrate.store import LineOutcome, MigrationStore
+from cards.migration_records import LineOutcome
+from producers.migrate.store import MigrationStore
 from worker.broker_state import (
     MIGRATION_ROW_STATES,
     BrokerStateCollector,

@@ -13,6 +13,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 
+from cards.migration_records import LineOutcome, MigrationRecord, MigrationState, migration_state
 from producers.migrate.cli import _ctrl_c_always_stops, status_hint
 from producers.migrate.scan import FileFormat, UnreadableFile, format_for, read_rows, scan
 from producers.migrate.send import (
@@ -23,13 +24,7 @@ from producers.migrate.send import (
     outcome_of,
     requested_at,
 )
-from producers.migrate.store import (
-    LineOutcome,
-    MigrationRecord,
-    MigrationState,
-    MigrationStore,
-    migration_state,
-)
+from producers.migrate.store import MigrationStore
 from producers.queues import readers_of
 
 
