@@ -63,3 +63,30 @@ def test_module_docstrings_are_short_and_point_inside_the_repo(module: Path) -> 
     summary = text.split("Modules:", 1)[0].strip() if module.name == "__init__.py" else text
     assert len(summary.splitlines()) <= MAX_DOCSTRING_LINES, "move the details to docs/"
     assert not POINTERS.search(module.read_text(encoding="utf-8"))
+
+
+#: Who may import whom: producers and the worker meet only in cards/.
+FORBIDDEN_IMPORTS = {
+    "cards": ("worker", "producers"),
+    "worker": ("producers",),
+    "producers": ("worker",),
+}
+
+
+def imported(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("top", sorted(FORBIDDEN_IMPORTS))
+def test_layers_import_only_downwards(top: str) -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported(path) & set(FORBIDDEN_IMPORTS[top]))
+        for path in (ROOT / top).rglob("*.py")
+    }
+    assert {path: found for path, found in offenders.items() if found} == {}
