@@ -301,6 +301,13 @@ class Settings(BaseSettings):
         le=1048576,
         description="Largest request body the HTTP gateway reads; larger ones get 413.",
     )
+    tracing: bool = Field(
+        default=False,
+        description=(
+            "OpenTelemetry traces (one per job, no customer data); the standard OTEL_* "
+            "variables choose the exporter. Needs the tracing extra."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:

@@ -24,6 +24,7 @@ Modules:
     malformed: refuse malformed task messages before Celery parses them.
     task_requests: request classes that keep customer data out of task events.
     metrics: Prometheus metrics, served by the main process.
+    tracing: turn tracing on in each process that runs jobs (CARDS_TRACING).
     pool: an explicit ``-P prefork`` honoured, an unsized prefork pool sized per core.
     security: refuse unsafe serializers.
     lua/: the Redis scripts of ordering and ratelimit.

@@ -7,7 +7,8 @@ import logging
 from celery.app import trace
 
 import worker.metrics  # serves /metrics once the worker starts
-import worker.pool  # noqa: F401 - sizes a prefork pool started without -c
+import worker.pool  # sizes a prefork pool started without -c
+import worker.tracing  # noqa: F401 - traces jobs when CARDS_TRACING is on
 from cards.messaging import celery_app
 from worker.breaker import BreakerStep
 from worker.security import assert_safe_serialization

@@ -10,4 +10,6 @@ Modules:
     ownership: which tenant owns which job id (the claims in Redis).
     models: the request and response models and the OpenAPI helpers.
     access_log: uvicorn's log configuration, access log without query strings.
+    migrations: the migration page (migrations.html) and its JSON, /migrations.
+    tracing: request spans (FastAPI instrumentation) when CARDS_TRACING is on.
 """

@@ -23,8 +23,10 @@ from producers.http.access_log import log_config
 from producers.http.auth import ApiKeys, InvalidApiKeys, api_key_dependency
 from producers.http.dispatch import Dispatcher, fail_fast
 from producers.http.errors import install_error_handlers
+from producers.http.migrations import migrations_router
 from producers.http.ownership import JobOwners
 from producers.http.routes import add_routes
+from producers.http.tracing import trace_gateway
 
 __all__ = ["GatewayConfigError", "create_app", "is_loopback_host", "serve"]
 
@@ -87,6 +89,8 @@ def create_app(
     )
     install_error_handlers(app)
     add_routes(app, jobs, require_api_key, settings.gateway_max_body_bytes)
+    app.include_router(migrations_router(celery, require_api_key))
+    trace_gateway(app, settings)
     return app
 
 
