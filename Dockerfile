@@ -9,7 +9,7 @@ COPY worker worker
 COPY producers producers
 COPY stripe_emulator stripe_emulator
 COPY celeryconfig.py ./
-RUN uv pip install --system --no-cache ".[emulator]"
+RUN uv pip install --system --no-cache ".[worker,flower,gateway,tracing,emulator]"
 RUN useradd --system --uid 10001 cards
 USER cards
 CMD ["celery", "-A", "worker", "worker", "-l", "info"]

@@ -11,7 +11,7 @@ SRC := cards worker producers stripe_emulator harness celeryconfig.py bench test
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
-	$(BIN)/uv sync --frozen --inexact --extra dev --quiet
+	$(BIN)/uv sync --frozen --inexact --all-extras --quiet
 	touch $(STAMP)
 
 venv: $(STAMP)

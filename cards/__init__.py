@@ -23,5 +23,6 @@ Modules:
     settings: the one settings model, every knob with its environment variable
     settings_table: the README's settings table, generated from the settings model
     signatures: callback signatures, the Standard Webhooks way
+    tracing: OpenTelemetry set-up (CARDS_TRACING), spans redacted of customer data
     transport: our Redis broker transport (package: channel, kombu_check, queue_watcher, lua/)
 """

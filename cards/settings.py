@@ -318,6 +318,13 @@ class Settings(BaseSettings):
         description="How a ?wait= request learns its result: push (the result backend's "
         "pub/sub, one connection per process) or poll (the old way; for comparisons).",
     )
+    tracing: bool = Field(
+        default=False,
+        description=(
+            "OpenTelemetry traces (one per job, no customer data); the standard OTEL_* "
+            "variables choose the exporter. Needs the tracing extra."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:

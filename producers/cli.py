@@ -8,6 +8,7 @@ Every error is one line on stderr, never a traceback (:mod:`producers.cli_errors
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import sys
@@ -20,6 +21,7 @@ import typer
 from cards.envelope import Envelope
 from cards.jobs import check_job_id
 from cards.settings import get_settings
+from cards.tracing import TracingUnavailable, enable_tracing
 from producers.callbacks import get_callback_status
 from producers.cli_errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, fail, guarded
 from producers.client import build_job, get_result
@@ -39,6 +41,36 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        try:
+            version = importlib.metadata.version("cards-worker")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        typer.echo(f"cards {version}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version; exit."
+        ),
+    ] = False,
+) -> None:
+    # The gateway traces as a gateway, Flower not at all: the producer's commands do here.
+    if ctx.invoked_subcommand in ("gateway", "flower"):
+        return
+    try:
+        enable_tracing("cards-producer")
+    except TracingUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 def _print_envelope(envelope: Envelope | Mapping[str, Any]) -> None:

@@ -27,6 +27,7 @@ Modules:
     broker_state: reads queues, unacked, dead letters and migrations at scrape time.
     probes: liveness and readiness of the worker (pure decisions, the consumer step, the WSGI app).
     status_http: the main process's HTTP server (/metrics, /livez, /readyz).
+    tracing: turn tracing on in each process that runs jobs (CARDS_TRACING).
     pool: an explicit ``-P prefork`` honoured, an unsized prefork pool sized per core.
     security: refuse unsafe serializers.
     lua/: the Redis scripts of ordering and ratelimit.

@@ -7,7 +7,8 @@ import logging
 from celery.app import trace
 
 import worker.pool  # sizes a prefork pool started without -c
-import worker.status_http  # noqa: F401 - serves /metrics, /livez, /readyz when the worker starts
+import worker.status_http  # serves /metrics, /livez, /readyz when the worker starts
+import worker.tracing  # noqa: F401 - traces jobs when CARDS_TRACING is on
 from cards.messaging import celery_app
 from worker.breaker import BreakerStep
 from worker.probes import HealthStep

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextvars import copy_context
 from dataclasses import asdict, dataclass
 from typing import Any, Final, cast
 
@@ -185,8 +186,11 @@ def run_rows(
     todo = [row for row in rows if row["job_id"] not in done]
     pipeline, guard = _batch_pipeline(todo)
     try:
+        # Each row runs in a copy of the task's context: its spans join the batch's trace.
         futures = {
-            str(row["job_id"]): row_threads().submit(_run_row, row, delivery, pipeline)
+            str(row["job_id"]): row_threads().submit(
+                copy_context().run, _run_row, row, delivery, pipeline
+            )
             for row in todo
         }
         wait(futures.values())

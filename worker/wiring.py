@@ -86,10 +86,16 @@ def pipelines() -> dict[str, Pipeline]:
         order.append(CustomerOrder(guard, policy))
     retries = Retries(JobStateStore(client), policy)
 
+    traced: list[Step] = []
+    if settings.tracing:
+        from worker.middleware.tracing import TraceAttributes  # the tracing extra's
+
+        traced.append(TraceAttributes())
+
     def build(kind: JobKind, *steps: Step) -> Pipeline:
         return Pipeline(
             kind,
-            [Outcomes(), *steps, *budget, retries],
+            [Outcomes(), *traced, *steps, *budget, retries],
             max_skew_seconds=settings.max_clock_skew_seconds,
         )
 

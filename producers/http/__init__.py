@@ -12,4 +12,6 @@ Modules:
     ownership: which tenant owns which job id (the claims in Redis).
     models: the request and response models and the OpenAPI helpers.
     access_log: the access log, JSON lines without query strings.
+    migrations: the migration page (migrations.html) and its JSON, /migrations.
+    tracing: request spans (FastAPI instrumentation) when CARDS_TRACING is on.
 """

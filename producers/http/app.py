@@ -31,10 +31,12 @@ from producers.http.access_log import AccessLog, access_logger
 from producers.http.auth import ApiKeys, InvalidApiKeys, api_key_dependency
 from producers.http.dispatch import Dispatcher, fail_fast
 from producers.http.errors import install_error_handlers
+from producers.http.migrations import migrations_router
 from producers.http.ownership import JobOwners
 from producers.http.result_feed import CLIENT_NAME, ResultFeed
 from producers.http.routes import add_routes
 from producers.http.shedding import InFlight, InFlightLimit
+from producers.http.tracing import trace_gateway
 
 __all__ = [
     "APP_FACTORY",
@@ -123,9 +125,11 @@ def create_app(
     install_error_handlers(app)
     in_flight = InFlight(settings.gateway_max_in_flight)
     add_routes(app, jobs, require_api_key, settings.gateway_max_body_bytes, in_flight)
+    app.include_router(migrations_router(celery, require_api_key))
     app.add_middleware(InFlightLimit, in_flight=in_flight)
     if settings.gateway_access_log:
         app.add_middleware(AccessLog, logger=access_logger())
+    trace_gateway(app, settings)
     return app
 
 

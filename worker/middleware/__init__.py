@@ -7,4 +7,5 @@ Modules:
     customer_order: one writer per customer, newest request wins.
     budget: a token from the shared rate limiter before each Stripe call.
     retries: per-job attempt state; what a Stripe failure makes of the job.
+    tracing: the job's id, outcome and attempts on its trace span (CARDS_TRACING).
 """

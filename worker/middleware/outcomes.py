@@ -14,9 +14,17 @@ import time
 from worker.metrics import JOB_OUTCOMES, JOB_RETRIES
 from worker.pipeline import Answer, Attempted, JobCall, RetryLater, Step
 
-__all__ = ["Outcomes"]
+__all__ = ["Outcomes", "job_summary"]
 
 outcome_logger = logging.getLogger("cards.outcome")
+
+
+def job_summary(call: JobCall, answer: Answer) -> tuple[str, int]:
+    """A finished job's outcome (``ok`` or its failure kind) and its attempts. (Pure.)"""
+    data = answer["data"] if isinstance(answer["data"], dict) else {}
+    error = data if not answer["status"] else None
+    attempts = int(error["attempts"]) if error and "attempts" in error else call.delivery.number
+    return ("ok" if answer["status"] else str(data.get("kind", "failed"))), attempts
 
 
 class Outcomes(Step):
@@ -26,10 +34,7 @@ class Outcomes(Step):
         return outcome
 
     def after_job(self, call: JobCall, answer: Answer) -> None:
-        data = answer["data"] if isinstance(answer["data"], dict) else {}
-        error = data if not answer["status"] else None
-        attempts = int(error["attempts"]) if error and "attempts" in error else call.delivery.number
-        outcome = "ok" if answer["status"] else str(data.get("kind", "failed"))
+        outcome, attempts = job_summary(call, answer)
         JOB_OUTCOMES.labels(call.task, outcome).inc()
         outcome_logger.info(
             json.dumps(
