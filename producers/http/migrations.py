@@ -22,15 +22,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from cards.jobs import check_job_id
+from cards.migration_records import MigrationRecord, MigrationState, migration_state
 from cards.results import ResultBackend
 from producers.http.auth import Caller, Scope, scoped
 from producers.http.errors import NOT_FOUND, GatewayError, checked
-from producers.migrate.store import (
-    MigrationRecord,
-    MigrationState,
-    MigrationStore,
-    migration_state,
-)
+from producers.migrate.store import MigrationStore
 
 __all__ = ["PAGE", "migration_view", "migrations_router"]
 

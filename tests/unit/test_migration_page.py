@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from cards.migration_records import STALL_SECONDS, MigrationRecord
 from producers.http.app import create_app
 from producers.http.migrations import PAGE, migration_view
-from producers.migrate.store import STALL_SECONDS, MigrationRecord
 from tests.unit.test_gateway import KEY, call, settings, unreachable_app
 
 ADMIN_KEY = "ops-admin-key-0123456789abc"
