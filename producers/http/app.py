@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+import redis.asyncio
 from celery import Celery
 from fastapi import FastAPI
 
@@ -135,15 +136,18 @@ def create_app(
 
 def _result_feed(settings: Settings, celery: Celery) -> ResultFeed:
     backend = ResultBackend(celery)
-    client = async_redis_client(
-        settings.result_backend_url,
-        settings.sentinel_master,
-        socket_timeout=FEED_SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=FEED_SOCKET_TIMEOUT_SECONDS,
-        socket_keepalive=True,
-        client_name=CLIENT_NAME,
-    )
-    return ResultFeed(client, backend.key, backend.decode)
+
+    def new_client() -> redis.asyncio.Redis:
+        return async_redis_client(
+            settings.result_backend_url,
+            settings.sentinel_master,
+            socket_timeout=FEED_SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=FEED_SOCKET_TIMEOUT_SECONDS,
+            socket_keepalive=True,
+            client_name=CLIENT_NAME,
+        )
+
+    return ResultFeed(new_client, backend.key, backend.decode)
 
 
 def is_loopback_host(host: str) -> bool:

@@ -47,11 +47,13 @@ class ResultFeed:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        new_client: Callable[[], redis.asyncio.Redis],
         key_of: Callable[[str], bytes],
         decode: Callable[[bytes], Meta],
     ) -> None:
-        self._client = client
+        self._new_client = new_client
+        self._client = new_client()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._key_of = key_of
         self._decode = decode
         self._waiters: dict[bytes, set[asyncio.Future[Meta]]] = {}
@@ -65,8 +67,7 @@ class ResultFeed:
     async def wait(self, job_id: str, seconds: float) -> Meta | None:
         """Job ``job_id``'s final stored result, waiting up to ``seconds``; None if none
         by then. A Redis error reading the key at the deadline propagates."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="result-feed")
+        self._listen_in(asyncio.get_running_loop())
         key = self._key_of(job_id)
         future: asyncio.Future[Meta] = asyncio.get_running_loop().create_future()
         waiters = self._waiters.get(key)
@@ -84,6 +85,20 @@ class ResultFeed:
             return await self._read(key)  # the last look, at the deadline
         finally:
             self._leave(key, future)
+
+    def _listen_in(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make sure the listener runs in ``loop``. A server runs one loop; a test client
+        may run each request in a loop of its own, whose sockets die with it."""
+        if self._loop is not loop:
+            if self._loop is not None:
+                self._client = self._new_client()
+                self._connection, self._task = None, None
+                self._waiters.clear()
+                self._confirmed.clear()
+                self._checks = set()
+            self._loop = loop
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="result-feed")
 
     async def close(self) -> None:
         """Stop listening and close the connections."""
