@@ -41,8 +41,13 @@ _CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 BOOT_TIMEOUT = 120
 
 
-def answers(host: str, port: int, user: str = "guest", password: str = "guest") -> bool:
-    """Whether an AMQP node at ``host:port`` accepts a connection."""
+#: RabbitMQ's default user, which it lets in from loopback only.
+GUEST = ("guest", "guest")
+
+
+def answers(host: str, port: int) -> bool:
+    """Whether an AMQP node at ``host:port`` lets the guest user in."""
+    user, password = GUEST
     try:
         connection = amqp.Connection(
             f"{host}:{port}", userid=user, password=password, connect_timeout=2

@@ -37,7 +37,7 @@ from harness.processes import (
     wait_for,
 )
 from harness.rabbitmq import SYSTEM_URL, answers, unique_queues
-from harness.receiver import CallbackReceiver, run_receiver
+from harness.receiver import run_receiver
 from producers import enqueue_set_default_card, get_callback_status, get_result
 from producers.migrate.store import MigrationStore
 from producers.queues import queue_depth
