@@ -33,16 +33,18 @@ from harness.processes import (
     CeleryWorker,
     RedisServer,
     client_app,
+    free_port,
     run_worker,
     wait_for,
 )
-from harness.rabbitmq import SYSTEM_URL, answers, unique_queues
+from harness.rabbitmq import SYSTEM_URL, answers, run_rabbit_node, unique_queues
 from harness.receiver import run_receiver
 from producers import enqueue_set_default_card, get_callback_status, get_result
 from producers.migrate.store import MigrationStore
 from producers.queues import queue_depth
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import (
+    API_KEY,
     RECEIVER_ALLOWED,
     RECEIVER_PORT,
     applied_writes,
@@ -329,8 +331,6 @@ def test_a_killed_migration_resumes_on_the_bulk_quorum_queue(
 def test_flower_sees_the_worker_and_its_jobs(
     env: dict[str, str], rabbit_app: Celery, emulator: EmulatorProcess, logs_dir: Path
 ) -> None:
-    from harness.processes import free_port
-
     port = free_port()
     auth = ("ops", "flower-rabbit-password-xyz")
     with (logs_dir / "rabbit-flower.log").open("ab") as log:
@@ -362,3 +362,99 @@ def test_flower_sees_the_worker_and_its_jobs(
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(20)
+
+
+def readme_block(heading: str) -> str:
+    """The first ```sh block under ``heading`` in README.md, as printed."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"\n{heading}\n", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_rabbitmq_commands_start_a_worker_that_runs_jobs(
+    queues: dict[str, str], emulator: EmulatorProcess, logs_dir: Path
+) -> None:
+    block = readme_block("## Choosing a broker")
+    assert "CELERY_BROKER_URL='amqp://" in block
+    # As printed; this module's queue names and the emulator come from the environment.
+    env = {
+        **os.environ,
+        **queues,
+        "STRIPE_API_KEY": API_KEY,
+        "STRIPE_API_BASE": emulator.url,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
+    log_path = logs_dir / "rabbit-readme-worker.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            ["bash", "-c", block],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        # Without -l info the worker logs no "ready." line: its banner, then the job, say it.
+        wait_for(lambda: "[queues]" in log_path.read_text(errors="replace"), 60, "the worker")
+        assert "transport:   amqp://guest:**@127.0.0.1:5672//" in log_path.read_text()
+        app = client_app(SYSTEM_URL, "redis://127.0.0.1:6379/0")
+        customer = emulator.admin.seed(1, cards_per_customer=2)[0]
+        job_id = enqueue_set_default_card(customer["id"], customer["cards"][1], app=app)
+        assert get_result(job_id, timeout=60, app=app)["status"] is True
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+
+
+def start_flower(
+    env: dict[str, str], log_path: Path, auth: tuple[str, str]
+) -> subprocess.Popen[bytes]:
+    """``cards flower`` on a free port (``env["FLOWER_PORT"]``) behind ``auth``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [str(BIN / "cards"), "flower", "--port", env["FLOWER_PORT"]],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env, "CARDS_FLOWER_BASIC_AUTH": ":".join(auth)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def test_flowers_broker_page_reads_the_management_api(
+    results_url: str, emulator: EmulatorProcess, logs_dir: Path, tmp_path: Path
+) -> None:
+    auth = ("ops", "flower-rabbit-password-xyz")
+    with run_rabbit_node(tmp_path / "rabbitmq", management=True) as node:
+        management = node.management_url()
+        assert management is not None
+        env = worker_env(
+            results_url,
+            emulator.url,
+            CELERY_BROKER_URL=node.url(),
+            CELERY_RESULT_BACKEND=results_url,
+            CARDS_QUEUE="cards",
+            CARDS_BULK_QUEUE="cards.bulk",
+            FLOWER_BROKER_API=management,
+            FLOWER_PORT=str(free_port()),
+        )
+        with run_worker(env, logs_dir / "rabbit-mgmt-worker.log", name="mgmt"):
+            process = start_flower(env, logs_dir / "rabbit-mgmt-flower.log", auth)
+            try:
+                with httpx.Client(
+                    base_url=f"http://127.0.0.1:{env['FLOWER_PORT']}", auth=auth, trust_env=False
+                ) as flower:
+
+                    def lists_the_queue() -> bool:
+                        try:
+                            page = flower.get("/broker")
+                        except httpx.TransportError:
+                            return False
+                        # The queue's row, with its counts from the management API.
+                        return page.status_code == 200 and "<td>cards</td>" in page.text
+
+                    wait_for(lists_the_queue, 60, "Flower's Broker page to list the queue")
+            finally:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(20)
