@@ -161,8 +161,8 @@ def test_a_job_runs_through_a_quorum_queue_with_confirms(
     with rabbit_app.connection_for_write() as connection:
         # kombu's own py-amqp transport, not our Redis one; publishes wait for confirms.
         assert type(connection.transport).__module__ == "kombu.transport.pyamqp"
-        assert connection.transport_options["confirm_publish"] is True
-        channel = connection.channel()
+        assert (connection.transport_options or {})["confirm_publish"] is True
+        channel: Any = connection.channel()
         # Declared as a classic queue, the job queue refuses: it is a quorum queue.
         with pytest.raises(amqp.exceptions.PreconditionFailed, match="x-queue-type"):
             channel.queue_declare(

@@ -57,11 +57,9 @@ def test_a_delayed_deliverys_routing_key_names_its_queue(routing_key: str, queue
 
 def test_an_amqp_broker_needs_a_redis_url_for_the_rest() -> None:
     with pytest.raises(ValidationError, match="CELERY_RESULT_BACKEND to a Redis URL"):
-        Settings(celery_broker_url=AMQP, _env_file=None)  # type: ignore[call-arg]
+        Settings(celery_broker_url=AMQP, _env_file=None)
     with pytest.raises(ValidationError, match="must be a Redis URL"):
-        Settings(  # type: ignore[call-arg]
-            celery_broker_url=AMQP, celery_result_backend=AMQP, _env_file=None
-        )
+        Settings(celery_broker_url=AMQP, celery_result_backend=AMQP, _env_file=None)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +74,7 @@ def test_an_amqp_broker_needs_a_redis_url_for_the_rest() -> None:
 def test_job_state_is_never_on_the_amqp_broker(
     broker: str, backend: str | None, state: str | None, job_state: str
 ) -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         celery_broker_url=broker,
         celery_result_backend=backend,
         state_redis_url=state,
