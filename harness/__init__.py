@@ -1,7 +1,7 @@
 """Dev-only harness: real Redis, worker and emulator processes for tests, bench and demo.
 
 Modules:
-    chaos: tools for chaos runs (a restartable Redis, a periodic driver, ledger counts)
+    chaos: tools for chaos runs (restartable servers, a periodic driver, ledger counts)
     demo: ``make run``, real jobs through a real broker, worker and emulated Stripe
     gateway_process: the HTTP gateway as a real process, started as an operator would.
     processes: a private ``redis-server`` and ``celery worker`` processes

@@ -14,7 +14,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import amqp
 
+from harness.chaos import Restartable
 from harness.processes import free_port, wait_for
 
 __all__ = [
@@ -70,7 +70,7 @@ def _binary(path: Path, name: str) -> str:
 
 
 @dataclass
-class RabbitNode:
+class RabbitNode(Restartable):
     """A private ``rabbitmq-server``, restartable on its ports."""
 
     base: Path
@@ -156,14 +156,6 @@ class RabbitNode:
             return
         os.killpg(self.process.pid, signal.SIGKILL if crash else signal.SIGTERM)
         self.process.wait(60)
-
-    def restart(self, *, crash: bool = False) -> float:
-        """Stop and start again on the same ports; the seconds the node was unreachable."""
-        began = time.monotonic()
-        self.stop(crash=crash)
-        self.start()
-        self.restarts += 1
-        return time.monotonic() - began
 
     def ctl(self, *args: str) -> str:
         """``rabbitmqctl -n NODE …`` against this node only; its standard output."""
