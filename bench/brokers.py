@@ -13,12 +13,13 @@ private node (``harness.rabbitmq``); the Stripe emulator answers at 0 ms.
 
 Usage::
 
-    python -m bench.brokers [--jobs 1000] [--rows 2000] [--runs 3]
+    python -m bench.brokers [--jobs 1000] [--rows 2000] [--runs 3] [--smoke] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -41,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1000, help="E2E jobs per run")
     parser.add_argument("--rows", type=int, default=2000, help="P1 rows per run")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="end with the figures as JSON")
+    parser.add_argument("--smoke", action="store_true", help="40 jobs, 100 rows, 1 run")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.jobs, args.rows, args.runs = 40, 100, 1
     bulk_queue = get_settings().bulk_queue
 
     with (
@@ -122,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         for broker in BROKERS:
             print(f"{figure:<6} {broker:<9} {rates[broker]:>14.1f} {per_run[broker]!s:>30}")
         print(f"{figure:<6} ratio RabbitMQ / Redis: {rates['rabbitmq'] / rates['redis']:.2f}")
+    if args.json:
+        ratios = {
+            "e2e": e2e_rate["rabbitmq"] / e2e_rate["redis"],
+            "p1": p1_rate["rabbitmq"] / p1_rate["redis"],
+        }
+        print(json.dumps({"e2e": e2e_rate, "p1": p1_rate, "ratio": ratios}))
     if failed:
         print(f"error: {failed} jobs did not end with status true", file=sys.stderr)
         return 1
