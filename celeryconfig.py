@@ -58,8 +58,13 @@ if not is_amqp(broker_url):
     }
 # The rest that the broker URL brings: publish retries through a failover or restart;
 # for RabbitMQ its quorum job queues and native delayed delivery (cards/rabbitmq.py).
-_SET_HERE = {"broker_url", "broker_transport", "broker_transport_options", "result_backend"}
-_SET_HERE.add("result_backend_transport_options")
+_SET_HERE = {
+    "broker_url",
+    "broker_transport",
+    "broker_transport_options",
+    "result_backend",
+    "result_backend_transport_options",
+}
 globals().update({name: value for name, value in _urls.items() if name not in _SET_HERE})
 result_backend_transport_options = {
     "visibility_timeout": _settings.visibility_timeout_seconds,
