@@ -372,14 +372,22 @@ def readme_block(heading: str) -> str:
 
 
 def test_the_readmes_rabbitmq_commands_start_a_worker_that_runs_jobs(
-    queues: dict[str, str], emulator: EmulatorProcess, logs_dir: Path
+    queues: dict[str, str],
+    emulator: EmulatorProcess,
+    logs_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     block = readme_block("## Choosing a broker")
     assert "CELERY_BROKER_URL='amqp://" in block
-    # As printed; this module's queue names and the emulator come from the environment.
+    # Queues of its own (the module's worker must not take its job), in this process too.
+    own = unique_queues("cards-readme")
+    for name, value in own.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    # As printed; the queue names and the emulator come from the environment.
     env = {
         **os.environ,
-        **queues,
+        **own,
         "STRIPE_API_KEY": API_KEY,
         "STRIPE_API_BASE": emulator.url,
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -405,6 +413,9 @@ def test_the_readmes_rabbitmq_commands_start_a_worker_that_runs_jobs(
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        _delete_queues(list(own.values()))
 
 
 def start_flower(
