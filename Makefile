@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication bench-gateway fleet-simulation clean
+.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication bench-gateway fleet-simulation chaos-rabbitmq bench-brokers clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ integration: venv
 ## chaos: the chaos scenarios R1-R5 at full size; writes their figures to RELIABILITY.md.
 chaos: venv
 	$(BIN)/python -m tests.chaos.run --full
+
+## chaos-rabbitmq: R1, R2 and R5 at full size on a private RabbitMQ node; writes RELIABILITY.md.
+chaos-rabbitmq: venv
+	$(BIN)/python -m tests.chaos.run --full --broker rabbitmq
 
 ## smoke-stripe: the whole pipeline against Stripe test mode (needs STRIPE_API_KEY=sk_test_…;
 ## skips without one, refuses a live key).
@@ -73,6 +77,10 @@ bench-p4: venv
 
 bench-p5: venv
 	$(BIN)/python -m bench.p5_file
+
+## bench-brokers: E2E and P1 on RabbitMQ (quorum queues) against Redis, in one run.
+bench-brokers: venv
+	$(BIN)/python -m bench.brokers
 
 ## bench-replication: jobs a Sentinel failover loses to async replication (LPUSH vs LPUSH+WAIT).
 bench-replication: venv

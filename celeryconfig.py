@@ -17,6 +17,8 @@ relies on and are not meant to be changed:
   ``sentinel://`` URLs) as :mod:`cards.transport` changes it: a message is never
   lost between its pop and its ``unacked`` record, a job from any producer is
   taken at once, and a worker reconnects when Redis restarts or fails over.
+  An ``amqp://`` broker gets kombu's own py-amqp transport and quorum queues
+  (:mod:`cards.rabbitmq`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import ssl
 from urllib.parse import urlsplit
 
+from cards.rabbitmq import is_amqp
 from cards.redis_urls import celery_url_config
 from cards.settings import get_settings
 
@@ -34,26 +37,35 @@ _urls = celery_url_config(
 
 broker_url: str = _urls["broker_url"]
 # Our transport (docs/transport.md says what it changes and why), for
-# redis://, rediss:// and sentinel:// URLs.
-broker_transport: str = _urls["broker_transport"]
+# redis://, rediss:// and sentinel:// URLs; kombu's py-amqp one for amqp:// (None).
+broker_transport: str | None = _urls["broker_transport"]
 if urlsplit(broker_url).scheme == "rediss" and "ssl_cert_reqs" not in urlsplit(broker_url).query:
     # kombu gives a bare rediss:// URL this default only when it picks the
     # transport from the scheme itself; keep its behaviour with ours.
     broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_NONE}
 result_backend: str = _urls["result_backend"]
 broker_connection_retry_on_startup = True
-broker_transport_options: dict[str, object] = {
-    "visibility_timeout": _settings.visibility_timeout_seconds,
-    # kombu sweeps for abandoned jobs every interval x throttle seconds (100 s by
-    # default); with throttle 1 the interval alone says how late a dead worker's
-    # job can be redelivered beyond the visibility timeout.
-    "unacked_restore_interval": _settings.unacked_restore_interval_seconds,
-    "unacked_restore_throttle": 1,
-    "queue_watcher": _settings.queue_watcher,
-    **_urls["broker_transport_options"],
+broker_transport_options: dict[str, object] = dict(_urls["broker_transport_options"])
+if not is_amqp(broker_url):
+    broker_transport_options |= {
+        "visibility_timeout": _settings.visibility_timeout_seconds,
+        # kombu sweeps for abandoned jobs every interval x throttle seconds (100 s by
+        # default); with throttle 1 the interval alone says how late a dead worker's
+        # job can be redelivered beyond the visibility timeout.
+        "unacked_restore_interval": _settings.unacked_restore_interval_seconds,
+        "unacked_restore_throttle": 1,
+        "queue_watcher": _settings.queue_watcher,
+    }
+# The rest that the broker URL brings: publish retries through a failover or restart;
+# for RabbitMQ its quorum job queues and native delayed delivery (cards/rabbitmq.py).
+_SET_HERE = {
+    "broker_url",
+    "broker_transport",
+    "broker_transport_options",
+    "result_backend",
+    "result_backend_transport_options",
 }
-if "task_publish_retry_policy" in _urls:
-    task_publish_retry_policy = _urls["task_publish_retry_policy"]
+globals().update({name: value for name, value in _urls.items() if name not in _SET_HERE})
 result_backend_transport_options = {
     "visibility_timeout": _settings.visibility_timeout_seconds,
     **_urls["result_backend_transport_options"],

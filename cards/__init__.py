@@ -16,6 +16,7 @@ Modules:
     lua_scripts: Redis Lua scripts kept as ``.lua`` files, read one way
     messaging: the one way to build a Celery app, worker or producer
     migration_records: a migration's record in Redis, its shape and state (writer and readers)
+    rabbitmq: RabbitMQ as the broker, the Celery settings of an ``amqp://`` URL
     rate_table: the rate-limit table parsed from settings, per queue and Stripe account
     redaction: what task events, Flower and the worker's log may show about a job
     redis_urls: Redis and Sentinel URLs, one way to open each

@@ -19,6 +19,8 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 
+from cards import rabbitmq
+
 __all__ = [
     "SentinelUrl",
     "async_redis_client",
@@ -99,7 +101,8 @@ def redis_client(url: str, master_name: str, **options: object) -> redis.Redis:
 def celery_url_config(broker_url: str, result_backend: str, master_name: str) -> dict[str, Any]:
     """The Celery settings that follow from the two URLs: the broker transport, and
     what a Sentinel broker or result backend needs (transport options to merge into
-    the others, and publish retries that outlast a failover)."""
+    the others, and publish retries that outlast a failover); an AMQP broker gets
+    :func:`cards.rabbitmq.celery_config`."""
     config: dict[str, Any] = {
         "broker_url": broker_url,
         "broker_transport": TRANSPORT,
@@ -107,6 +110,8 @@ def celery_url_config(broker_url: str, result_backend: str, master_name: str) ->
         "result_backend": result_backend,
         "result_backend_transport_options": {},
     }
+    if rabbitmq.is_amqp(broker_url):
+        config.update(rabbitmq.celery_config())
     if is_sentinel(broker_url):
         parse_sentinel_url(broker_url)  # a malformed URL fails here, naming the problem
         config["broker_transport"] = SENTINEL_TRANSPORT

@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cards.destinations import Allowlist
+from cards.rabbitmq import is_amqp
 from cards.rate_table import parse_rate_limits
 from cards.signatures import check_secret
 
@@ -54,12 +55,14 @@ class Settings(BaseSettings):
     celery_broker_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("CELERY_BROKER_URL"),
-        description="Broker URL (redis:// or rediss://, password in the URL).",
+        description="Broker URL (redis://, rediss://, sentinel:// or amqp:// for RabbitMQ, "
+        "password in the URL).",
     )
     celery_result_backend: str | None = Field(
         default=None,
         validation_alias=AliasChoices("CELERY_RESULT_BACKEND"),
-        description="Result backend URL; defaults to the broker URL.",
+        description="Result backend URL (Redis); defaults to a Redis broker's URL, and must be "
+        "set with an amqp:// broker.",
     )
     stripe_api_key: SecretStr | None = Field(
         default=None,
@@ -117,7 +120,8 @@ class Settings(BaseSettings):
     )
     state_redis_url: str | None = Field(
         default=None,
-        description="Redis for per-job retry state; defaults to the broker URL.",
+        description="Redis for per-job retry state; defaults to a Redis broker's URL, else the "
+        "result backend's.",
     )
     sentinel_master: str = Field(
         default="mymaster",
@@ -361,11 +365,33 @@ class Settings(BaseSettings):
 
     @property
     def result_backend_url(self) -> str:
-        return self.celery_result_backend or self.celery_broker_url
+        if self.celery_result_backend:
+            return self.celery_result_backend
+        if is_amqp(self.celery_broker_url):  # refused by _check_redis_urls
+            raise ValueError(AMQP_NEEDS_REDIS)
+        return self.celery_broker_url
 
     @property
     def job_state_url(self) -> str:
-        return self.state_redis_url or self.celery_broker_url
+        """Redis for job state, locks and the rate budget: never an AMQP broker's URL."""
+        if self.state_redis_url:
+            return self.state_redis_url
+        return (
+            self.result_backend_url if is_amqp(self.celery_broker_url) else self.celery_broker_url
+        )
+
+    @model_validator(mode="after")
+    def _check_redis_urls(self) -> Self:
+        # RabbitMQ carries jobs only: results, job state, locks and the budget need Redis.
+        if is_amqp(self.celery_broker_url) and not self.celery_result_backend:
+            raise ValueError(AMQP_NEEDS_REDIS)
+        for name, url in (
+            ("CELERY_RESULT_BACKEND", self.celery_result_backend),
+            ("CARDS_STATE_REDIS_URL", self.state_redis_url),
+        ):
+            if url and not url.startswith(REDIS_SCHEMES):
+                raise ValueError(f"{name} must be a Redis URL (redis://, rediss:// or sentinel://)")
+        return self
 
     @model_validator(mode="after")
     def _check_callbacks_and_flower(self) -> Self:
@@ -417,6 +443,12 @@ class Settings(BaseSettings):
         timeout, or Redis would redeliver the waiting message and send it twice."""
         return max(1, min(self.callback_backoff_max_seconds, self.visibility_timeout_seconds // 2))
 
+
+REDIS_SCHEMES = ("redis://", "rediss://", "sentinel://", "unix://")
+AMQP_NEEDS_REDIS = (
+    "an amqp:// broker carries jobs only: set CELERY_RESULT_BACKEND to a Redis URL "
+    "(redis://, rediss:// or sentinel://) for results, job state, locks and the rate budget"
+)
 
 #: Flower shows every job and can revoke or apply tasks: its password must not be guessable.
 MIN_FLOWER_PASSWORD_LENGTH = 12

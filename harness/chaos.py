@@ -1,5 +1,5 @@
-"""Tools for chaos runs: a Redis that can be restarted on its port, a periodic driver,
-envelopes read in bulk, and Stripe writes counted per job from the emulator's ledger.
+"""Tools for chaos runs: restartable servers (a Redis restarted on its port), a periodic
+driver, envelopes read in bulk, and Stripe writes counted per job from the emulator's ledger.
 
 Used by ``tests/chaos`` (CI size under pytest, full size with ``make chaos``).
 """
@@ -26,6 +26,7 @@ from harness.processes import free_port, wait_for
 __all__ = [
     "READY_STATES",
     "Periodic",
+    "Restartable",
     "RestartableRedis",
     "applied_writes_by_job",
     "envelopes_of",
@@ -52,8 +53,28 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
+class Restartable:
+    """A server that stops (cleanly, or crashing) and starts again on the same ports."""
+
+    restarts: int
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, *, crash: bool = False) -> None:
+        raise NotImplementedError
+
+    def restart(self, *, crash: bool = False) -> float:
+        """Stop and start again on the same ports; the seconds it was unreachable."""
+        began = time.monotonic()
+        self.stop(crash=crash)
+        self.start()
+        self.restarts += 1
+        return time.monotonic() - began
+
+
 @dataclass
-class RestartableRedis:
+class RestartableRedis(Restartable):
     """A private ``redis-server`` with an append-only file, restartable on the same port.
 
     ``--appendfsync always``: every acknowledged write is on disk before the
@@ -103,14 +124,6 @@ class RestartableRedis:
             return
         self.process.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
         self.process.wait(30)
-
-    def restart(self, *, crash: bool = False) -> float:
-        """Stop and start again on the same port; the seconds Redis was unreachable."""
-        began = time.monotonic()
-        self.stop(crash=crash)
-        self.start()
-        self.restarts += 1
-        return time.monotonic() - began
 
 
 @contextmanager

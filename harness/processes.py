@@ -22,6 +22,7 @@ import redis
 from celery import Celery
 
 from cards.messaging import celery_app
+from cards.rabbitmq import is_amqp
 from cards.redis_urls import celery_url_config
 from cards.settings import get_settings
 
@@ -48,10 +49,19 @@ BULK_POOL = ("-P", "prefork")
 
 def client_app(broker_url: str, backend_url: str | None = None) -> Celery:
     """A producer-side Celery app with the project's configuration, on another broker
-    (``redis://`` or ``sentinel://``)."""
+    (``redis://``, ``sentinel://``, or ``amqp://`` with a Redis ``backend_url``)."""
     app = celery_app("cards-client")
     urls = celery_url_config(broker_url, backend_url or broker_url, get_settings().sentinel_master)
-    for options in ("broker_transport_options", "result_backend_transport_options"):
+    # Our Redis transport's options mean nothing to py-amqp: an AMQP broker gets its own.
+    merged = (
+        ("result_backend_transport_options",)
+        if is_amqp(broker_url)
+        else (
+            "broker_transport_options",
+            "result_backend_transport_options",
+        )
+    )
+    for options in merged:
         urls[options] = {**app.conf[options], **urls[options]}
     app.conf.update(urls)
     return app

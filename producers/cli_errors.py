@@ -70,9 +70,13 @@ def guarded(action: Callable[[], T], *, connects: bool = True) -> T:
         OSError,
         BackendError,
     ) as exc:
-        where = maybe_sanitize_url(get_settings().celery_broker_url)
+        settings = get_settings()
+        where = maybe_sanitize_url(settings.celery_broker_url)
+        backend = settings.celery_result_backend
+        if backend and backend != settings.celery_broker_url:
+            where += f" or {maybe_sanitize_url(backend)}"
         fail(
-            f"cannot reach the broker or result backend at {where} ({exc}); is Redis running "
+            f"cannot reach the broker or result backend at {where} ({exc}); are they running "
             "there? (CELERY_BROKER_URL, CELERY_RESULT_BACKEND)",
             EXIT_UNREACHABLE,
         )

@@ -21,6 +21,7 @@ import celery
 from cards.companion_jobs import ASSIGN_TASK_NAME, LIST_TASK_NAME, CardList
 from cards.envelope import Envelope, RetryCause
 from cards.jobs import CHECK_TASK_NAME, TASK_NAME
+from cards.rabbitmq import queue_of
 from cards.redaction import event_reprs
 from cards.settings import get_settings
 from worker import wiring
@@ -41,7 +42,9 @@ __all__ = [
 def delivery_of(task: celery.Task[Any, Any]) -> Delivery:
     """This delivery of ``task``'s message: first or a retry, and its queue."""
     info = task.request.delivery_info or {}
-    queue = info.get("routing_key") or get_settings().queue
+    # On RabbitMQ a retry comes back through the delay exchanges, its routing key
+    # prefixed with the delay's digits (cards.rabbitmq.queue_of strips them).
+    queue = queue_of(str(info.get("routing_key") or "")) or get_settings().queue
     retries = task.request.retries or 0
     return Delivery(first=not retries, queue=str(queue), number=retries + 1)
 

@@ -3,6 +3,7 @@
     .venv/bin/python -m tests.chaos.run --full             # the issue's sizes (make chaos)
     .venv/bin/python -m tests.chaos.run                    # CI sizes
     .venv/bin/python -m tests.chaos.run --full --only R1,R3 --out /tmp/r.md
+    .venv/bin/python -m tests.chaos.run --full --broker rabbitmq   # R1, R2, R5 on RabbitMQ
 
 Exit code 1 if any scenario did not hold. Worker and Redis logs stay in the
 printed directory.
@@ -22,11 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.processes import REPO_ROOT
-from tests.chaos.scenarios import KNOWN_BUGS, SCENARIOS, SIZES, Outcome
+from tests.chaos.scenarios import KNOWN_BUGS, RABBITMQ_SCENARIOS, SCENARIOS, Outcome, size_of
 
 #: ``make chaos`` rewrites only what lies between these two lines of RELIABILITY.md.
 RUN_BEGINS = "<!-- latest `make chaos` run: written by tests/chaos/run.py -->"
 RUN_ENDS = "<!-- end of the latest `make chaos` run -->"
+#: ``make chaos-rabbitmq`` has markers of its own, so each run keeps the other's figures.
+RABBITMQ_RUN_BEGINS = "<!-- latest `make chaos-rabbitmq` run: written by tests/chaos/run.py -->"
+RABBITMQ_RUN_ENDS = "<!-- end of the latest `make chaos-rabbitmq` run -->"
 
 HEADER = """# Reliability
 
@@ -98,7 +102,22 @@ def _machine() -> str:
     )
 
 
-def render(outcomes: list[Outcome], size: str, command: str, began: datetime, wall: float) -> str:
+def rabbitmq_version() -> str:
+    """The machine's RabbitMQ server version, read from its package (no node asked)."""
+    try:
+        return next(Path("/usr/lib/rabbitmq/lib").glob("rabbitmq_server-*")).name.split("-", 1)[1]
+    except (OSError, StopIteration):
+        return "?"
+
+
+def render(
+    outcomes: list[Outcome],
+    size: str,
+    command: str,
+    began: datetime,
+    wall: float,
+    broker: str = "redis",
+) -> str:
     label = "full size (the issue's)" if size == "full" else "REDUCED (CI) size, not the full one"
     lines = [
         f"## Run: {label}",
@@ -106,6 +125,14 @@ def render(outcomes: list[Outcome], size: str, command: str, began: datetime, wa
         f"- command: `{command}`",
         f"- date: {began:%Y-%m-%d %H:%M} UTC, {wall:.0f} s in all",
         f"- machine: {_machine()}",
+        *(
+            [
+                f"- broker: RabbitMQ {rabbitmq_version()}, a private node per scenario, quorum "
+                "queues, publisher confirms; results, job state and locks in redis-server"
+            ]
+            if broker == "rabbitmq"
+            else []
+        ),
         "",
         "| id | scenario | size | duration | jobs | envelopes | applied writes per job (max) "
         "| lost jobs | doubled writes | correct |",
@@ -134,18 +161,19 @@ def render(outcomes: list[Outcome], size: str, command: str, began: datetime, wa
     return "\n".join(lines) + "\n"
 
 
-def write_run(path: Path, run: str) -> None:
-    """Put ``run`` between the file's markers, keeping everything around them (the
-    hand-written explanations and earlier runs); a file without markers gets the
-    header and the run."""
+def write_run(path: Path, run: str, markers: tuple[str, str] = (RUN_BEGINS, RUN_ENDS)) -> None:
+    """Put ``run`` between the file's ``markers``, keeping everything around them (the
+    hand-written explanations and earlier runs); a file without them gets the run
+    appended (and the header first, when the file is new)."""
+    begins, ends = markers
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    block = f"{RUN_BEGINS}\n\n{run}\n{RUN_ENDS}\n"
-    if RUN_BEGINS in text and RUN_ENDS in text:
-        before, rest = text.split(RUN_BEGINS, 1)
-        after = rest.split(RUN_ENDS, 1)[1].lstrip("\n")
+    block = f"{begins}\n\n{run}\n{ends}\n"
+    if begins in text and ends in text:
+        before, rest = text.split(begins, 1)
+        after = rest.split(ends, 1)[1].lstrip("\n")
         path.write_text(before + block + ("\n" + after if after else ""), encoding="utf-8")
     else:
-        path.write_text(HEADER + "\n" + block, encoding="utf-8")
+        path.write_text((text or HEADER) + "\n" + block, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,22 +181,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="the issue's sizes (default: CI)")
     parser.add_argument("--only", default="", help="comma-separated ids, e.g. R1,R3")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "RELIABILITY.md")
+    parser.add_argument(
+        "--broker",
+        choices=("redis", "rabbitmq"),
+        default="redis",
+        help="rabbitmq: R1, R2 and R5 with a private RabbitMQ node as the broker",
+    )
     args = parser.parse_args(argv)
     size = "full" if args.full else "ci"
-    ids = [i.strip() for i in args.only.split(",") if i.strip()] or sorted(SCENARIOS)
+    every = sorted(SCENARIOS) if args.broker == "redis" else list(RABBITMQ_SCENARIOS)
+    ids = [i.strip() for i in args.only.split(",") if i.strip()] or every
     workdir = Path(tempfile.mkdtemp(prefix="cards-chaos-"))
     print(f"chaos ({size}): logs in {workdir}", flush=True)
     began = datetime.now(UTC)
     start = time.monotonic()
     outcomes = []
     for scenario in ids:
-        outcome = SCENARIOS[scenario](workdir / scenario, **SIZES[size][scenario])
+        outcome = SCENARIOS[scenario](workdir / scenario, **size_of(size, scenario, args.broker))
         print(outcome.summary(), flush=True)
         outcomes.append(outcome)
     command = " ".join([".venv/bin/python -m tests.chaos.run", *map(shlex.quote, sys.argv[1:])])
+    target = "chaos" if args.broker == "redis" else "chaos-rabbitmq"
     if args.full and not args.only:
-        command = f"make chaos  # = {command}"
-    write_run(args.out, render(outcomes, size, command, began, time.monotonic() - start))
+        command = f"make {target}  # = {command}"
+    markers = (
+        (RUN_BEGINS, RUN_ENDS)
+        if args.broker == "redis"
+        else (RABBITMQ_RUN_BEGINS, RABBITMQ_RUN_ENDS)
+    )
+    run = render(outcomes, size, command, began, time.monotonic() - start, args.broker)
+    write_run(args.out, run, markers)
     print(f"wrote {args.out}")
     return 0 if all(o.correct for o in outcomes) else 1
 

@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from harness.chaos import (
     wait_for_envelopes,
 )
 from harness.processes import CeleryWorker, client_app, start_worker, wait_for
+from harness.rabbitmq import RabbitNode, run_rabbit_node
 from harness.receiver import run_receiver
 from harness.sentinel import SentinelCluster, run_sentinel_cluster
 from producers import enqueue_set_default_card, get_callback_status, verify_callback
@@ -105,6 +106,16 @@ class Stack:
     workers: dict[str, CeleryWorker] = field(default_factory=dict)
     #: None: the plain command's configured pool and size, as deployed.
     concurrency: int | None = None
+    #: The broker when it is RabbitMQ (a private node); Redis keeps results and state.
+    rabbit: RabbitNode | None = None
+
+    @property
+    def broker(self) -> RestartableRedis | RabbitNode:
+        """What R2 restarts: the RabbitMQ node, else Redis (never a Sentinel cluster)."""
+        if self.rabbit is not None:
+            return self.rabbit
+        assert isinstance(self.redis, RestartableRedis)
+        return self.redis
 
     def start(self, name: str) -> CeleryWorker:
         worker = start_worker(
@@ -122,6 +133,11 @@ class Stack:
         of theirs (neither queued nor unacknowledged)."""
         if not any(worker.alive for worker in self.workers.values()):
             return True
+        if self.rabbit is not None:  # no job message left in the job or delay queues
+            counts = self.rabbit.messages()
+            return not any(
+                n for name, n in counts.items() if name.startswith(("cards", "celery_delayed_"))
+            )
         return nowhere(self.redis.client(), missing, get_settings().queue)
 
     def wait_for_envelopes(self, job_ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
@@ -159,20 +175,27 @@ def stack(
     fsync: str = "everysec",
     concurrency: int | None = None,
     sentinel: bool = False,
+    broker: str = "redis",
     **overrides: str,
 ) -> Iterator[Stack]:
     """Redis (or, with ``sentinel``, a master, a replica and three sentinels), the
-    emulator, and the settings workers get; the scenario starts the workers."""
+    emulator, and the settings workers get; the scenario starts the workers. With
+    ``broker="rabbitmq"`` a private RabbitMQ node carries the jobs and Redis keeps
+    results, job state and locks."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    broker: AbstractContextManager[RestartableRedis | SentinelCluster] = (
+    store: AbstractContextManager[RestartableRedis | SentinelCluster] = (
         run_sentinel_cluster(workdir / "sentinel")
         if sentinel
         else run_restartable_redis(workdir / "redis", fsync=fsync)
     )
+    rabbit: AbstractContextManager[RabbitNode | None] = (
+        run_rabbit_node(workdir / "rabbitmq") if broker == "rabbitmq" else nullcontext()
+    )
     with (
         (logs / "emulator.log").open("ab") as emulator_log,
-        broker as server,
+        store as server,
+        rabbit as node,
         run_emulator(
             api_key=API_KEY,
             latency_ms=latency_ms,
@@ -181,8 +204,10 @@ def stack(
             stderr=emulator_log,  # a killed worker's dropped request is logged there
         ) as emu,
     ):
-        env = worker_env(server.url(), emu.url, **overrides)
-        running = Stack(server, emu, client_app(server.url()), logs, env, concurrency=concurrency)
+        broker_url = server.url() if node is None else node.url()
+        env = worker_env(server.url(), emu.url, CELERY_BROKER_URL=broker_url, **overrides)
+        app = client_app(broker_url, server.url())
+        running = Stack(server, emu, app, logs, env, concurrency=concurrency, rabbit=node)
         try:
             yield running
         finally:
@@ -191,6 +216,11 @@ def stack(
             # reference cycle unsubscribes when collected. Collect them while the broker
             # still answers: collected later, each would retry a stopped server.
             gc.collect()
+
+
+def on_broker(broker: str) -> str:
+    """A scenario title's note of a broker other than Redis."""
+    return " on RabbitMQ" if broker == "rabbitmq" else ""
 
 
 def chaos_env(**overrides: str) -> dict[str, str]:
@@ -384,6 +414,7 @@ def r1_kill_workers(
     workers: int = 3,
     concurrency: int | None = None,
     timeout: float = 300,
+    broker: str = "redis",
 ) -> Outcome:
     """SIGKILL a worker every ~2 s during the batch, restarting it each time.
 
@@ -394,7 +425,7 @@ def r1_kill_workers(
     """
     outcome = Outcome(
         "R1",
-        "SIGKILL a worker every ~2 s, restart it",
+        "SIGKILL a worker every ~2 s, restart it" + on_broker(broker),
         f"{jobs} jobs, {workers} workers, a kill every {kill_every} s",
     )
     with stack(
@@ -402,6 +433,7 @@ def r1_kill_workers(
         latency_ms=latency_ms,
         jitter_ms=latency_ms,
         concurrency=concurrency,
+        broker=broker,
         **chaos_env(),
     ) as running:
         pairs = seed(running.emulator, jobs)
@@ -434,8 +466,10 @@ def r1_kill_workers(
             booting[name].start()
 
         started = time.monotonic()
-        sent = enqueue_all(running, pairs)
+        # Kills start with the sends: with publisher confirms (RabbitMQ) sending the
+        # batch takes about as long as running it.
         with Periodic(kill_every, kill_one, "r1-killer") as killer:
+            sent = enqueue_all(running, pairs)
             envelopes = running.wait_for_envelopes(list(sent), timeout)
         outcome.duration_s = time.monotonic() - started
         for thread in booting.values():
@@ -457,15 +491,21 @@ def r1_kill_workers(
 # --------------------------------------------------------------------------- R2
 
 
-def r2_restart_redis(workdir: Path, *, jobs: int, rate: float, timeout: float = 300) -> Outcome:
-    """Restart Redis twice mid-batch (once SIGTERM, once SIGKILL; AOF, fsync always)
-    while a producer keeps sending at ``rate`` jobs/s."""
-    outcome = Outcome(
-        "R2",
-        "restart Redis twice mid-batch (AOF, appendfsync always)",
-        f"{jobs} jobs sent at {rate:.0f}/s",
+def r2_restart_redis(
+    workdir: Path, *, jobs: int, rate: float, timeout: float = 300, broker: str = "redis"
+) -> Outcome:
+    """Restart the broker twice mid-batch (once SIGTERM, once SIGKILL) while a producer
+    keeps sending at ``rate`` jobs/s: Redis (AOF, fsync always), or the private
+    RabbitMQ node (quorum queues) with ``broker="rabbitmq"``."""
+    title = (
+        "restart the RabbitMQ node twice mid-batch (quorum queues)"
+        if broker == "rabbitmq"
+        else "restart Redis twice mid-batch (AOF, appendfsync always)"
     )
-    with stack(workdir, latency_ms=10, jitter_ms=10, fsync="always", **chaos_env()) as running:
+    outcome = Outcome("R2", title, f"{jobs} jobs sent at {rate:.0f}/s")
+    with stack(
+        workdir, latency_ms=10, jitter_ms=10, fsync="always", broker=broker, **chaos_env()
+    ) as running:
         pairs = seed(running.emulator, jobs)
         running.start_all(["r2-a", "r2-b"])
         started = time.monotonic()
@@ -473,12 +513,12 @@ def r2_restart_redis(workdir: Path, *, jobs: int, rate: float, timeout: float = 
             downtimes = []
             for fraction, crash in ((1 / 3, False), (2 / 3, True)):
                 producer.wait_sent(fraction * jobs, timeout)
-                downtimes.append(round(running.redis.restart(crash=crash), 3))
+                downtimes.append(round(running.broker.restart(crash=crash), 3))
         sent, errors = producer.sent, producer.errors
         envelopes = running.wait_for_envelopes(list(sent), timeout)
         outcome.duration_s = time.monotonic() - started
         outcome.facts["restarts"] = "SIGTERM then SIGKILL"
-        outcome.facts["redis_down_s"] = downtimes
+        outcome.facts[f"{'rabbitmq' if running.rabbit else 'redis'}_down_s"] = downtimes
         outcome.facts["enqueue_errors"] = len(errors)
         outcome.facts["workers_alive"] = all(w.alive for w in running.workers.values())
         outcome.facts["worker_exits"] = {
@@ -658,6 +698,7 @@ def r5_sigterm_deploys(
     deploy_every: float = 3.0,
     latency_ms: float = 30,
     timeout: float = 300,
+    broker: str = "redis",
 ) -> Outcome:
     """Rolling deploys while a producer sends at ``rate`` jobs/s: every few seconds one
     of two workers gets SIGTERM (alternately its main process only, as ``docker
@@ -665,10 +706,12 @@ def r5_sigterm_deploys(
     its replacement boots; the old one must finish its jobs and exit by itself."""
     outcome = Outcome(
         "R5",
-        "SIGTERM during work (rolling deploys)",
+        "SIGTERM during work (rolling deploys)" + on_broker(broker),
         f"{jobs} jobs sent at {rate:.0f}/s, a deploy every {deploy_every} s",
     )
-    with stack(workdir, latency_ms=latency_ms, jitter_ms=latency_ms / 2, **chaos_env()) as running:
+    with stack(
+        workdir, latency_ms=latency_ms, jitter_ms=latency_ms / 2, broker=broker, **chaos_env()
+    ) as running:
         pairs = seed(running.emulator, jobs)
         slots = ["r5-a0", "r5-b0"]
         running.start_all(slots)
@@ -815,6 +858,9 @@ class KnownBug:
 #: ``_connparams`` when Redis restarted (R2).
 KNOWN_BUGS: dict[str, tuple[KnownBug, ...]] = {}
 
+#: The scenarios that also run with RabbitMQ as the broker (``broker="rabbitmq"``).
+RABBITMQ_SCENARIOS = ("R1", "R2", "R5")
+
 #: Keyword arguments per scenario: "ci" runs in `make test` (a few seconds of chaos
 #: each); "full" is the issue's size (`make chaos`).
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
@@ -836,3 +882,17 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "R6": {"jobs": 2000, "rate": 100},
     },
 }
+
+#: Sizes that differ with RabbitMQ as the broker: a worker boots slower there (it
+#: declares the 28 delay queues), so R5's batch runs longer for 2 deploys to land.
+RABBITMQ_SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "ci": {"R5": {"jobs": 700}},
+    "full": {},
+}
+
+
+def size_of(size: str, scenario: str, broker: str = "redis") -> dict[str, Any]:
+    """The keyword arguments of ``scenario`` at ``size`` ("ci" or "full") on ``broker``."""
+    if broker == "redis":
+        return dict(SIZES[size][scenario])
+    return {**SIZES[size][scenario], **RABBITMQ_SIZES[size].get(scenario, {}), "broker": broker}

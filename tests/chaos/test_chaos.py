@@ -1,8 +1,9 @@
 """The chaos scenarios R1-R5 at CI size (see tests/chaos/scenarios.py).
 
-Each starts its own Redis, emulator and workers; the emulator's ledger is the
-source of truth. ``CARDS_CHAOS_SIZE=full`` runs the issue's sizes instead (or
-``make chaos``, which also writes RELIABILITY.md).
+Each starts its own Redis, emulator and workers (R1, R2 and R5 also with a private
+RabbitMQ node as the broker); the emulator's ledger is the source of truth.
+``CARDS_CHAOS_SIZE=full`` runs the issue's sizes instead (or ``make chaos`` and
+``make chaos-rabbitmq``, which also write RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.scenarios import KNOWN_BUGS, SCENARIOS, SIZES
+from tests.chaos.scenarios import KNOWN_BUGS, RABBITMQ_SCENARIOS, SCENARIOS, size_of
 
 SIZE = os.environ.get("CARDS_CHAOS_SIZE", "ci")
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_scenario_holds(scenario: str, tmp_path: Path) -> None:
-    outcome = SCENARIOS[scenario](tmp_path, **SIZES[SIZE][scenario])
+RUNS = [(scenario, "redis") for scenario in sorted(SCENARIOS)]
+RUNS += [(scenario, "rabbitmq") for scenario in RABBITMQ_SCENARIOS]
+
+
+@pytest.mark.parametrize(("scenario", "broker"), RUNS)
+def test_scenario_holds(scenario: str, broker: str, tmp_path: Path) -> None:
+    outcome = SCENARIOS[scenario](tmp_path, **size_of(SIZE, scenario, broker))
     print(outcome.summary())
     # Bugs found and not fixed yet (scenarios.KNOWN_BUGS) make the run XFAIL with the
     # details; any other problem fails it.

@@ -1,0 +1,18 @@
+"""The broker benchmark (RabbitMQ against Redis) runs at smoke size and prints its figures.
+
+Only that it runs is asserted (see tests/integration/test_bench_p3_p4.py).
+"""
+
+from __future__ import annotations
+
+from tests.integration.test_bench_p3_p4 import figures, run_bench
+
+
+def test_broker_benchmark_runs_at_smoke_size() -> None:
+    done = run_bench("bench.brokers")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "machine: " in done.stdout
+    assert "E2E    ratio RabbitMQ / Redis" in done.stdout
+    result = figures(done)
+    assert set(result["e2e"]) == set(result["p1"]) == {"redis", "rabbitmq"}
+    assert result["ratio"]["e2e"] > 0 and result["ratio"]["p1"] > 0
