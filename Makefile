@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication bench-gateway fleet-simulation chaos-rabbitmq bench-brokers clean
+.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication bench-gateway fleet-simulation chaos-rabbitmq bench-brokers test-rabbitmq clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ run: venv
 
 ## test: lint, type-check and the whole test suite (what CI runs).
 test: venv lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not rabbitmq"
+
+## test-rabbitmq: the RabbitMQ broker's integration tests and chaos R1, R2, R5 (CI size);
+## each starts private RabbitMQ nodes, so they run apart from `make test` (CI runs both).
+test-rabbitmq: venv
+	$(BIN)/pytest -m rabbitmq
 
 unit: venv
 	$(BIN)/pytest tests/unit tests/emulator

@@ -20,8 +20,11 @@ SIZE = os.environ.get("CARDS_CHAOS_SIZE", "ci")
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 
 
-RUNS = [(scenario, "redis") for scenario in sorted(SCENARIOS)]
-RUNS += [(scenario, "rabbitmq") for scenario in RABBITMQ_SCENARIOS]
+RUNS: list[object] = [(scenario, "redis") for scenario in sorted(SCENARIOS)]
+RUNS += [
+    pytest.param(scenario, "rabbitmq", marks=pytest.mark.rabbitmq)
+    for scenario in RABBITMQ_SCENARIOS
+]
 
 
 @pytest.mark.parametrize(("scenario", "broker"), RUNS)

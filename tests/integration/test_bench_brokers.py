@@ -5,7 +5,11 @@ Only that it runs is asserted (see tests/integration/test_bench_p3_p4.py).
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.test_bench_p3_p4 import figures, run_bench
+
+pytestmark = pytest.mark.rabbitmq
 
 
 def test_broker_benchmark_runs_at_smoke_size() -> None:

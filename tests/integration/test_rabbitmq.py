@@ -54,6 +54,8 @@ from tests.integration.conftest import (
 from tests.integration.test_hostile_input import PROTOCOL_HEADERS, SHAPES
 from worker.idempotency import idempotency_key
 
+pytestmark = pytest.mark.rabbitmq
+
 #: The result backend's database for this module (the session worker uses 0).
 RESULTS_DB = 11
 API_KEY_HEADER = "rabbit-integration-key-0123456789"
