@@ -160,8 +160,8 @@ def test_counts_are_right_and_labels_stay_bounded_with_many_jobs_customers_and_m
     assert one(found, "cards_migration_rows", state="remaining") == 100 * 8
     assert one(found, "cards_migrations_truncated") == 0
 
-    # 90 s later nothing moved: the running migrations are stalled.
-    later = BrokerStateCollector(client, client, client, QUEUES, clock=lambda: NOW + 90)
+    # 90 s after their last change (stamped by the store's real clock) they are stalled.
+    later = BrokerStateCollector(client, client, client, QUEUES, clock=lambda: time.time() + 90)
     assert one(samples(later), "cards_migrations", state="stalled") == 100
 
 
