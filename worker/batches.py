@@ -41,6 +41,7 @@ from worker.pipeline import Delivery, Outcome, Pipeline, RetryLater
 from worker.process_local import per_process
 from worker.task_requests import BatchRequest
 from worker.tasks import delivery_of
+from worker.tracing import job_span
 
 __all__ = ["BatchGuard", "BatchSummary", "run_in_place", "run_rows", "set_default_cards"]
 
@@ -130,7 +131,8 @@ def _row_key(row: dict[str, Any]) -> str | None:
 def _run_row(row: dict[str, Any], delivery: Delivery, pipeline: Pipeline) -> Envelope | None:
     """The row's final envelope; None if it was sent on as a single job."""
     job_id = str(row["job_id"])
-    outcome = run_in_place(lambda: pipeline.run(job_id, delivery, row))
+    with job_span(f"row/{TASK_NAME}"):
+        outcome = run_in_place(lambda: pipeline.run(job_id, delivery, row))
     if isinstance(outcome, RetryLater):
         app.send_task(
             TASK_NAME,
@@ -186,7 +188,7 @@ def run_rows(
     todo = [row for row in rows if row["job_id"] not in done]
     pipeline, guard = _batch_pipeline(todo)
     try:
-        # Each row runs in a copy of the task's context: its spans join the batch's trace.
+        # Each row runs in a copy of the task's context: its span is a child of the batch's.
         futures = {
             str(row["job_id"]): row_threads().submit(
                 copy_context().run, _run_row, row, delivery, pipeline

@@ -39,8 +39,8 @@ STRIPE_CALL_SECONDS = Histogram(
 )
 JOB_OUTCOMES = Counter(
     "cards_job_outcomes_total",
-    "Finished jobs, by task and outcome (ok, or the failure kind).",
-    ["task", "outcome"],
+    "Finished jobs, by task, queue and outcome (ok, or the failure kind).",
+    ["task", "queue", "outcome"],
 )
 JOB_RETRIES = Counter(
     "cards_job_retries_total",

@@ -5,20 +5,22 @@ thread must not cross the fork), other pools in the main process when the
 worker is ready. Besides :func:`cards.tracing.enable_tracing`'s Celery spans,
 every Stripe call is an HTTP span (httpx instrumentation) carrying Stripe's
 ``request_id``; the job's own attributes come from the pipeline's tracing step
-(:mod:`worker.middleware.tracing`). Off unless ``CARDS_TRACING`` is on.
+(:mod:`worker.middleware.tracing`), on the task's span or, for a bulk batch's row,
+on the row's own :func:`job_span`. Off unless ``CARDS_TRACING`` is on.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Final
 
 from celery import signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
 
-from cards.tracing import enable_tracing
+from cards.tracing import current_tracing, enable_tracing
 
-__all__ = ["REQUEST_ID_ATTRIBUTE", "trace_worker"]
+__all__ = ["REQUEST_ID_ATTRIBUTE", "job_span", "trace_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,16 @@ def _stripe_request_id(span: Any, request: Any, response: Any) -> None:
     request_id = headers.get("request-id") if headers is not None else None
     if request_id:
         span.set_attribute(REQUEST_ID_ATTRIBUTE, str(request_id))
+
+
+def job_span(name: str) -> AbstractContextManager[Any]:
+    """A span of its own for a job run inside another task (a bulk batch's row), current
+    while the job runs, so the job's attributes and Stripe calls land on it; a no-op
+    context when tracing is off in this process."""
+    tracing = current_tracing()
+    if tracing is None:
+        return nullcontext()
+    return tracing.provider.get_tracer("cards.worker").start_as_current_span(name)
 
 
 def trace_worker() -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 import yaml
 
@@ -36,16 +37,22 @@ def compose_healthcheck(port: int) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, *command[1:-1], script], capture_output=True)
 
 
+#: The configured default (threads) and Celery's prefork: the probes live in the main
+#: process either way, and must not depend on where the jobs run.
+POOLS = {"default": (), "prefork": ("-P", "prefork", "-c", "2")}
+
+
+@pytest.mark.parametrize("pool", POOLS)
 def test_probes_and_broker_metrics_of_a_real_worker(
-    redis_server: RedisServer, logs_dir: Path
+    redis_server: RedisServer, logs_dir: Path, pool: str
 ) -> None:
     url = redis_server.url(STATUS_DB)
     redis.Redis.from_url(url).flushdb()
     stripe_port, port = free_port(), free_port()
     base = f"http://127.0.0.1:{stripe_port}"  # no Stripe yet: the breaker opens
     env = worker_env(url, base, CARDS_BREAKER_PROBE_SECONDS="0.5", CARDS_METRICS_PORT=str(port))
-    log = logs_dir / "status-http.log"
-    worker = start_worker(env, log, name="status")
+    log = logs_dir / f"status-http-{pool}.log"
+    worker = start_worker(env, log, name=f"status-{pool}", extra_args=POOLS[pool])
     app = client_app(url)
     try:
         wait_for(lambda: "stripe breaker open" in log.read_text(), 30, "the breaker to open")

@@ -5,13 +5,14 @@ exporter; the worker is a real ``celery worker`` with ``CARDS_TRACING=1``
 exporting over OTLP/HTTP, as in production, to a receiver on loopback here.
 The producer's publish span, the worker's task span and the Stripe HTTP span
 must share one trace id; nothing in any span may name the customer, the card
-or an email address.
+or an email address. A bulk batch is one trace whose rows each have their own span.
 """
 
 from __future__ import annotations
 
 import base64
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +24,7 @@ from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from cards.batches import BATCH_TASK_NAME
 from cards.settings import Settings
 from cards.tracing import enable_tracing
 from harness.processes import RedisServer, client_app, run_worker, wait_for
@@ -143,3 +145,49 @@ def test_a_job_is_one_trace_from_producer_to_stripe_without_customer_data(
     assert email
     for personal in (customer["id"], card, *customer["cards"], email):
         assert personal not in everything
+
+
+def test_each_row_of_a_bulk_batch_is_a_span_of_its_own_with_its_stripe_call(
+    traced_app: Celery, collector: Collector, emulator: EmulatorProcess
+) -> None:
+    customers = emulator.admin.seed(3, cards_per_customer=2)
+    rows = [
+        {"userId": c["id"], "default_source": c["cards"][1], "job_id": f"trace-row:{uuid.uuid4()}"}
+        for c in customers
+    ]
+    batch_id = str(uuid.uuid4())
+    traced_app.send_task(BATCH_TASK_NAME, kwargs={"jobs": rows}, task_id=batch_id)
+    assert get_result(batch_id, timeout=30, app=traced_app)["data"]["answered"] == 3
+
+    def batch_trace() -> list[dict[str, Any]]:
+        tasks = [
+            s
+            for s in collector.spans
+            if s["name"] == f"run/{BATCH_TASK_NAME}"
+            and attributes(s).get("celery.task_id", batch_id) == batch_id
+        ]
+        ids = {s["traceId"] for s in tasks}
+        return [s for s in collector.spans if s["traceId"] in ids]
+
+    def complete() -> bool:
+        spans = batch_trace()
+        names = [s["name"] for s in spans]
+        return names.count("row/cards.set_default_card") == 3 and names.count("POST") == 3
+
+    wait_for(complete, 30, "the batch's row and Stripe spans at the collector")
+    spans = batch_trace()
+    (task,) = [s for s in spans if s["name"] == f"run/{BATCH_TASK_NAME}"]
+    row_spans = [s for s in spans if s["name"] == "row/cards.set_default_card"]
+    assert all(s["parentSpanId"] == task["spanId"] for s in row_spans)
+    by_job = {attributes(s)["cards.job_id"]: s for s in row_spans}
+    assert set(by_job) == {row["job_id"] for row in rows}
+    for row_span in row_spans:
+        job = attributes(row_span)
+        assert job["cards.outcome"] == "ok" and int(job["cards.attempts"]) == 1
+        (stripe_call,) = [s for s in spans if s.get("parentSpanId") == row_span["spanId"]]
+        assert stripe_call["name"] == "POST"
+        assert attributes(stripe_call)["stripe.request_id"].startswith("req_")
+    everything = repr(spans)
+    for customer in customers:
+        for personal in (customer["id"], *customer["cards"]):
+            assert personal not in everything

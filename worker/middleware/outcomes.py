@@ -35,7 +35,7 @@ class Outcomes(Step):
 
     def after_job(self, call: JobCall, answer: Answer) -> None:
         outcome, attempts = job_summary(call, answer)
-        JOB_OUTCOMES.labels(call.task, outcome).inc()
+        JOB_OUTCOMES.labels(call.task, call.delivery.queue, outcome).inc()
         outcome_logger.info(
             json.dumps(
                 {
