@@ -122,3 +122,21 @@ def test_every_metric_the_dashboard_and_rules_name_exists_in_the_code() -> None:
     }
     assert unknown == set()
     assert len(used) >= 12
+
+
+#: Label names whose values come from a fixed, short list (tasks, queues, outcome and retry
+#: kinds, Stripe operations, breaker causes, delivery results): never an id or an address.
+BOUNDED_LABELS = {"task", "queue", "outcome", "reason", "operation", "cause", "result"}
+
+
+def test_every_declared_metric_labels_by_bounded_names_only() -> None:
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from worker import metrics
+
+    declared = [
+        value for value in vars(metrics).values() if isinstance(value, Counter | Gauge | Histogram)
+    ]
+    assert len(declared) >= 5
+    for metric in declared:
+        assert set(metric._labelnames) <= BOUNDED_LABELS, (metric._name, metric._labelnames)
