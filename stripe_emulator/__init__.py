@@ -10,6 +10,7 @@ Modules:
     admin_api: the admin HTTP API under ``/_emulator/`` (knobs, faults, ledger, seed)
     admin_client: a synchronous client for the admin API (tests, benchmarks, demo)
     app: the aiohttp application, the /v1 request pipeline around the handlers
+    batch_jobs: Stripe's Batch Jobs API (preview): create, upload, run, output
     card_numbers: card brands, Luhn check, fingerprints and Stripe's test tokens
     config: the runtime knobs, settable at start and live
     endpoints: the emulated /v1 routes, their parameter schemas and handlers

@@ -31,6 +31,7 @@ from aiohttp import web
 from . import forms, ids
 from . import params as P
 from .admin_api import register_admin_routes
+from .batch_jobs import BatchJobs, register_batch_routes
 from .config import EXPONENTIAL_JITTER_CAP, EmulatorConfig
 from .endpoints import ROUTES, Call, Route
 from .errors import (
@@ -120,6 +121,7 @@ class Emulator:
         self._jitter = 0.0
         self.started = time.time()
         self.captured: deque[Captured] = deque(maxlen=MAX_CAPTURED)
+        self.batch_jobs: BatchJobs | None = None  # set by build_app
         self.apply_config(config, reseed=False)
 
     # ------------------------------------------------------------------ config
@@ -145,6 +147,8 @@ class Emulator:
         if data:
             self.store.clear()
             self.idempotency.clear()
+            if self.batch_jobs is not None:
+                self.batch_jobs.clear()
         if config:
             self.apply_config(self.initial_config, reseed=True)
         self.limiter.reset()
@@ -494,5 +498,6 @@ def build_app(emulator: Emulator) -> web.Application:
     for route in ROUTES:
         app.router.add_route(route.method, route.template, emulator.handler_for(route))
     app.router.add_route("*", "/v1/{tail:.*}", emulator.unrecognized)
+    emulator.batch_jobs = register_batch_routes(app, emulator)
     register_admin_routes(app, emulator)
     return app

@@ -44,6 +44,12 @@ class EmulatorConfig:
     seed: int | None = None
     log_requests: bool = False
     capture_requests: bool = False
+    #: Batch jobs: lines run per second, the upload URL's life, a fraction of the lines
+    #: after which a job ends ``timeout`` (0: never), and uploads answered but dropped.
+    batch_lines_per_second: float = 100.0
+    batch_upload_ttl_seconds: float = 300.0
+    batch_timeout_at_fraction: float = 0.0
+    batch_lose_uploads: bool = False
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -53,9 +59,14 @@ class EmulatorConfig:
             "rate_limit_global",
             "rate_limit_customer_update",
             "hang_seconds",
+            "batch_upload_ttl_seconds",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
+        if self.batch_lines_per_second <= 0:
+            raise ConfigError("batch_lines_per_second must be > 0")
+        if not 0.0 <= self.batch_timeout_at_fraction < 1.0:
+            raise ConfigError("batch_timeout_at_fraction must be within [0, 1)")
         if self.idempotency_ttl_seconds <= 0:
             raise ConfigError("idempotency_ttl_seconds must be > 0")
         if self.jitter_distribution not in JITTER_DISTRIBUTIONS:
@@ -91,6 +102,10 @@ class EmulatorConfig:
             "seed": self.seed,
             "log_requests": self.log_requests,
             "capture_requests": self.capture_requests,
+            "batch_lines_per_second": self.batch_lines_per_second,
+            "batch_upload_ttl_seconds": self.batch_upload_ttl_seconds,
+            "batch_timeout_at_fraction": self.batch_timeout_at_fraction,
+            "batch_lose_uploads": self.batch_lose_uploads,
             "api_key_required": self.api_key is not None,
         }
 
@@ -120,6 +135,10 @@ _FIELD_TYPES: dict[str, str] = {
     "seed": "seed",
     "log_requests": "bool",
     "capture_requests": "bool",
+    "batch_lines_per_second": "float",
+    "batch_upload_ttl_seconds": "float",
+    "batch_timeout_at_fraction": "float",
+    "batch_lose_uploads": "bool",
 }
 
 

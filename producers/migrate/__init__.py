@@ -12,5 +12,7 @@ Modules:
     report: the report CSV, one line per finished row.
     store: the migration's record in Redis (counts, finished lines) and its state.
     progress: the progress bar, or log lines with ``--quiet``.
+    batch_format: every guess about Stripe's Batch Jobs API (preview), in one place.
+    batch_client: a client of that API: create, retrieve, cancel, upload, results.
     lua: the store's Redis scripts (``*.lua``).
 """
