@@ -22,10 +22,10 @@ run: venv
 
 ## test: lint, type-check and the whole test suite (what CI runs).
 test: venv lint typecheck
-	$(BIN)/pytest -m "not rabbitmq"
+	$(BIN)/pytest
 
-## test-rabbitmq: the RabbitMQ broker's integration tests and chaos R1, R2, R5 (CI size);
-## each starts private RabbitMQ nodes, so they run apart from `make test` (CI runs both).
+## test-rabbitmq: only the RabbitMQ broker's tests (part of `make test`): integration, the
+## broker benchmark and chaos R1, R2, R5 at CI size, all on one private RabbitMQ node.
 test-rabbitmq: venv
 	$(BIN)/pytest -m rabbitmq
 

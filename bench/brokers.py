@@ -9,11 +9,13 @@ alternating between the brokers, medians reported:
   (prefork ``-c 2``) on each broker.
 
 One private redis-server holds results and job state for both; RabbitMQ is a
-private node (``harness.rabbitmq``); the Stripe emulator answers at 0 ms.
+private node (``harness.rabbitmq``), or the empty vhost ``--amqp-url`` names;
+the Stripe emulator answers at 0 ms.
 
 Usage::
 
     python -m bench.brokers [--jobs 1000] [--rows 2000] [--runs 3] [--smoke] [--json]
+        [--amqp-url amqp://…/vhost]
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,16 @@ CONCURRENCY = 2
 BROKERS = ("redis", "rabbitmq")
 
 
+@contextmanager
+def rabbitmq(base: Path, url: str | None) -> Iterator[str]:
+    """The AMQP URL of the run: ``url`` when given, else a private node's under ``base``."""
+    if url is not None:
+        yield url
+        return
+    with run_rabbit_node(base) as node:
+        yield node.url()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1000, help="E2E jobs per run")
@@ -44,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="end with the figures as JSON")
     parser.add_argument("--smoke", action="store_true", help="40 jobs, 100 rows, 1 run")
+    parser.add_argument(
+        "--amqp-url", help="an empty RabbitMQ vhost to use instead of starting a private node"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.jobs, args.rows, args.runs = 40, 100, 1
@@ -52,15 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="cards-brokers-") as tmp,
         stack(Path(tmp)) as on_redis,
-        run_rabbit_node(Path(tmp) / "rabbitmq") as node,
+        rabbitmq(Path(tmp) / "rabbitmq", args.amqp_url) as amqp_url,
     ):
         results = on_redis.redis.url()
-        rabbit_env = {**on_redis.env, "CELERY_BROKER_URL": node.url()}
+        rabbit_env = {**on_redis.env, "CELERY_BROKER_URL": amqp_url}
         on_rabbit = Stack(
             on_redis.redis,
             on_redis.emulator,
             rabbit_env,
-            client_app(node.url(), results),
+            client_app(amqp_url, results),
             Path(tmp),
         )
         stacks = {"redis": on_redis, "rabbitmq": on_rabbit}

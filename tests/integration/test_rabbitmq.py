@@ -1,9 +1,11 @@
 """RabbitMQ as the broker: what works on Redis works on quorum queues.
 
-The machine's RabbitMQ (127.0.0.1:5672) carries the jobs, on queue names of this
-module's own (it is used, never reconfigured); the private redis-server holds
-results, job state, locks and dead letters. Real workers, gateway, Flower and
-``cards`` commands, started as a user would, with ``CELERY_BROKER_URL=amqp://…``.
+The session's private RabbitMQ node (``rabbit_node``) carries the jobs, in a
+vhost of this module's own; the private redis-server holds results, job state,
+locks and dead letters. Real workers, gateway, Flower and ``cards`` commands,
+started as a user would, with ``CELERY_BROKER_URL=amqp://…``. The README's
+commands run as printed, so against the machine's node at 127.0.0.1:5672 (used
+with queue names of their own, never reconfigured).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from harness.processes import (
     run_worker,
     wait_for,
 )
-from harness.rabbitmq import SYSTEM_URL, answers, run_rabbit_node, unique_queues
+from harness.rabbitmq import SYSTEM_URL, RabbitNode, answers, own_vhost, unique_queues
 from harness.receiver import run_receiver
 from producers import enqueue_set_default_card, get_callback_status, get_result
 from producers.migrate.store import MigrationStore
@@ -54,7 +56,7 @@ from tests.integration.conftest import (
 from tests.integration.test_hostile_input import PROTOCOL_HEADERS, SHAPES
 from worker.idempotency import idempotency_key
 
-pytestmark = pytest.mark.rabbitmq
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.xdist_group("rabbitmq")]
 
 #: The result backend's database for this module (the session worker uses 0).
 RESULTS_DB = 11
@@ -62,10 +64,15 @@ API_KEY_HEADER = "rabbit-integration-key-0123456789"
 
 
 @pytest.fixture(scope="module")
+def broker_url(rabbit_node: RabbitNode) -> Iterator[str]:
+    """This module's vhost on the session's node, deleted with its queues at the end."""
+    with own_vhost(rabbit_node, "cards-it") as vhost:
+        yield rabbit_node.url(vhost)
+
+
+@pytest.fixture(scope="module")
 def queues() -> Iterator[dict[str, str]]:
     """This module's queue names, in this process's settings too (producers read them)."""
-    if not answers("127.0.0.1", 5672):
-        pytest.fail("the machine's RabbitMQ does not answer on 127.0.0.1:5672 (guest/guest)")
     names = unique_queues("cards-it")
     before = {name: os.environ.get(name) for name in names}
     os.environ.update(names)
@@ -79,7 +86,6 @@ def queues() -> Iterator[dict[str, str]]:
             os.environ[name] = value
     os.environ.pop("CARDS_CALLBACK_ALLOWED_HOSTS", None)
     get_settings.cache_clear()
-    _delete_queues(list(names.values()))
 
 
 def _delete_queues(names: list[str]) -> None:
@@ -103,11 +109,13 @@ def results_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def env(queues: dict[str, str], results_url: str, emulator: EmulatorProcess) -> dict[str, str]:
+def env(
+    broker_url: str, queues: dict[str, str], results_url: str, emulator: EmulatorProcess
+) -> dict[str, str]:
     return worker_env(
         results_url,
         emulator.url,
-        CELERY_BROKER_URL=SYSTEM_URL,
+        CELERY_BROKER_URL=broker_url,
         CELERY_RESULT_BACKEND=results_url,
         **queues,
     )
@@ -120,8 +128,8 @@ def rabbit_worker(env: dict[str, str], logs_dir: Path) -> Iterator[CeleryWorker]
 
 
 @pytest.fixture(scope="module")
-def rabbit_app(queues: dict[str, str], results_url: str) -> Celery:
-    return client_app(SYSTEM_URL, results_url)
+def rabbit_app(broker_url: str, queues: dict[str, str], results_url: str) -> Celery:
+    return client_app(broker_url, results_url)
 
 
 def cards(
@@ -379,6 +387,8 @@ def test_the_readmes_rabbitmq_commands_start_a_worker_that_runs_jobs(
     logs_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if not answers("127.0.0.1", 5672):
+        pytest.fail("the machine's RabbitMQ does not answer on 127.0.0.1:5672 (guest/guest)")
     block = readme_block("## Choosing a broker")
     assert "CELERY_BROKER_URL='amqp://" in block
     # Queues of its own (the module's worker must not take its job), in this process too.
@@ -436,16 +446,17 @@ def start_flower(
 
 
 def test_flowers_broker_page_reads_the_management_api(
-    results_url: str, emulator: EmulatorProcess, logs_dir: Path, tmp_path: Path
+    results_url: str, emulator: EmulatorProcess, logs_dir: Path, rabbit_node: RabbitNode
 ) -> None:
     auth = ("ops", "flower-rabbit-password-xyz")
-    with run_rabbit_node(tmp_path / "rabbitmq", management=True) as node:
-        management = node.management_url()
+    # A vhost of its own, so the default queue names are this test's alone.
+    with own_vhost(rabbit_node, "cards-mgmt") as vhost:
+        management = rabbit_node.management_url()
         assert management is not None
         env = worker_env(
             results_url,
             emulator.url,
-            CELERY_BROKER_URL=node.url(),
+            CELERY_BROKER_URL=rabbit_node.url(vhost),
             CELERY_RESULT_BACKEND=results_url,
             CARDS_QUEUE="cards",
             CARDS_BULK_QUEUE="cards.bulk",
