@@ -337,41 +337,71 @@ def test_a_killed_migration_resumes_on_the_bulk_quorum_queue(
     assert [by_customer.get(c["id"], 0) for c in customers] == [1] * 120
 
 
-@pytest.mark.usefixtures("rabbit_worker")
-def test_flower_sees_the_worker_and_its_jobs(
-    env: dict[str, str], rabbit_app: Celery, emulator: EmulatorProcess, logs_dir: Path
-) -> None:
-    port = free_port()
-    auth = ("ops", "flower-rabbit-password-xyz")
-    with (logs_dir / "rabbit-flower.log").open("ab") as log:
-        process = subprocess.Popen(
-            [str(BIN / "cards"), "flower", "--port", str(port)],
+def start_flower(
+    env: dict[str, str], log_path: Path, auth: tuple[str, str]
+) -> subprocess.Popen[bytes]:
+    """``cards flower`` on a free port (``env["FLOWER_PORT"]``) behind ``auth``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [str(BIN / "cards"), "flower", "--port", env["FLOWER_PORT"]],
             cwd=REPO_ROOT,
             env={**os.environ, **env, "CARDS_FLOWER_BASIC_AUTH": ":".join(auth)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+FLOWER_AUTH = ("ops", "flower-rabbit-password-xyz")
+
+
+@pytest.fixture(scope="module")
+def flower(
+    env: dict[str, str], rabbit_node: RabbitNode, rabbit_worker: CeleryWorker, logs_dir: Path
+) -> Iterator[httpx.Client]:
+    """``cards flower`` on this module's vhost, with RabbitMQ's management API."""
+    management = rabbit_node.management_url()
+    assert management is not None
+    flower_env = {**env, "FLOWER_BROKER_API": management, "FLOWER_PORT": str(free_port())}
+    process = start_flower(flower_env, logs_dir / "rabbit-flower.log", FLOWER_AUTH)
     try:
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", auth=auth, trust_env=False
-        ) as flower:
-
-            def sees(path: str, want: str) -> bool:
-                try:
-                    answer = flower.get(path, params={"json": 1})
-                except httpx.TransportError:
-                    return False
-                return answer.status_code == 200 and want in answer.text
-
-            wait_for(lambda: sees("/workers", "rabbit@"), 60, "Flower to see the worker")
-            customer = emulator.admin.seed(1, cards_per_customer=2)[0]
-            job_id = enqueue_set_default_card(customer["id"], customer["cards"][1], app=rabbit_app)
-            get_result(job_id, timeout=30, app=rabbit_app)
-            wait_for(lambda: sees("/api/tasks", job_id), 30, "Flower to list the job")
+            base_url=f"http://127.0.0.1:{flower_env['FLOWER_PORT']}",
+            auth=FLOWER_AUTH,
+            trust_env=False,
+        ) as client:
+            yield client
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(20)
+
+
+def shows(flower: httpx.Client, path: str, want: str, **params: str) -> bool:
+    """Whether Flower's page at ``path`` answers 200 with ``want`` in it (False while
+    it boots)."""
+    try:
+        answer = flower.get(path, params=params)
+    except httpx.TransportError:
+        return False
+    return answer.status_code == 200 and want in answer.text
+
+
+def test_flower_sees_the_worker_and_its_jobs(
+    flower: httpx.Client, rabbit_app: Celery, emulator: EmulatorProcess
+) -> None:
+    wait_for(lambda: shows(flower, "/workers", "rabbit@", json="1"), 60, "Flower's workers")
+    customer = emulator.admin.seed(1, cards_per_customer=2)[0]
+    job_id = enqueue_set_default_card(customer["id"], customer["cards"][1], app=rabbit_app)
+    get_result(job_id, timeout=30, app=rabbit_app)
+    wait_for(lambda: shows(flower, "/api/tasks", job_id, json="1"), 30, "Flower to list the job")
+
+
+def test_flowers_broker_page_reads_the_management_api(
+    flower: httpx.Client, queues: dict[str, str]
+) -> None:
+    # The job queue's row, with its counts from the management API (for this vhost).
+    row = f"<td>{queues['CARDS_QUEUE']}</td>"
+    wait_for(lambda: shows(flower, "/broker", row), 60, "Flower's Broker page to list the queue")
 
 
 def readme_block(heading: str) -> str:
@@ -428,57 +458,3 @@ def test_the_readmes_rabbitmq_commands_start_a_worker_that_runs_jobs(
         monkeypatch.undo()
         get_settings.cache_clear()
         _delete_queues(list(own.values()))
-
-
-def start_flower(
-    env: dict[str, str], log_path: Path, auth: tuple[str, str]
-) -> subprocess.Popen[bytes]:
-    """``cards flower`` on a free port (``env["FLOWER_PORT"]``) behind ``auth``."""
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [str(BIN / "cards"), "flower", "--port", env["FLOWER_PORT"]],
-            cwd=REPO_ROOT,
-            env={**os.environ, **env, "CARDS_FLOWER_BASIC_AUTH": ":".join(auth)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def test_flowers_broker_page_reads_the_management_api(
-    results_url: str, emulator: EmulatorProcess, logs_dir: Path, rabbit_node: RabbitNode
-) -> None:
-    auth = ("ops", "flower-rabbit-password-xyz")
-    # A vhost of its own, so the default queue names are this test's alone.
-    with own_vhost(rabbit_node, "cards-mgmt") as vhost:
-        management = rabbit_node.management_url()
-        assert management is not None
-        env = worker_env(
-            results_url,
-            emulator.url,
-            CELERY_BROKER_URL=rabbit_node.url(vhost),
-            CELERY_RESULT_BACKEND=results_url,
-            CARDS_QUEUE="cards",
-            CARDS_BULK_QUEUE="cards.bulk",
-            FLOWER_BROKER_API=management,
-            FLOWER_PORT=str(free_port()),
-        )
-        with run_worker(env, logs_dir / "rabbit-mgmt-worker.log", name="mgmt"):
-            process = start_flower(env, logs_dir / "rabbit-mgmt-flower.log", auth)
-            try:
-                with httpx.Client(
-                    base_url=f"http://127.0.0.1:{env['FLOWER_PORT']}", auth=auth, trust_env=False
-                ) as flower:
-
-                    def lists_the_queue() -> bool:
-                        try:
-                            page = flower.get("/broker")
-                        except httpx.TransportError:
-                            return False
-                        # The queue's row, with its counts from the management API.
-                        return page.status_code == 200 and "<td>cards</td>" in page.text
-
-                    wait_for(lists_the_queue, 60, "Flower's Broker page to list the queue")
-            finally:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(20)
