@@ -26,6 +26,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from bench.e2e import Run, measure
 from bench.migrations import Stack, median, run_migration, stack
 from bench.support import machine_line, write_rows
 from cards.settings import get_settings
-from harness.processes import client_app, start_worker
+from harness.processes import client_app, in_parallel, start_worker
 from harness.rabbitmq import run_rabbit_node
 from producers import enqueue_set_default_card
 
@@ -84,16 +85,26 @@ def main(argv: list[str] | None = None) -> int:
         customers = on_redis.emulator.admin.seed(max(args.jobs, args.rows), cards_per_customer=2)
 
         e2e: list[Run] = []
-        live = {
-            broker: start_worker(
-                s.env,
-                Path(tmp) / f"e2e-{broker}.log",
-                concurrency=CONCURRENCY,
-                name=f"e2e-{broker}",
-                extra_args=("-P", "prefork"),
+        # Both brokers' workers boot (and later stop) side by side: seconds each.
+        live = dict(
+            zip(
+                BROKERS,
+                in_parallel(
+                    [
+                        partial(
+                            start_worker,
+                            stacks[broker].env,
+                            Path(tmp) / f"e2e-{broker}.log",
+                            concurrency=CONCURRENCY,
+                            name=f"e2e-{broker}",
+                            extra_args=("-P", "prefork"),
+                        )
+                        for broker in BROKERS
+                    ]
+                ),
+                strict=True,
             )
-            for broker, s in stacks.items()
-        }
+        )
         try:
             for index in range(args.runs):
                 for offset, broker in enumerate(BROKERS):
@@ -106,14 +117,26 @@ def main(argv: list[str] | None = None) -> int:
                     picked = customers[: args.jobs]
                     e2e.append(measure(broker, live[broker], app, send, picked, 2 * index + offset))
         finally:
-            for worker in live.values():
-                worker.stop()
+            in_parallel([worker.stop for worker in live.values()])
 
         p1: dict[str, list[float]] = {broker: [] for broker in BROKERS}
-        bulk = {
-            broker: s.worker(f"p1-{broker}", concurrency=CONCURRENCY, queue=bulk_queue)
-            for broker, s in stacks.items()
-        }
+        bulk = dict(
+            zip(
+                BROKERS,
+                in_parallel(
+                    [
+                        partial(
+                            stacks[broker].worker,
+                            f"p1-{broker}",
+                            concurrency=CONCURRENCY,
+                            queue=bulk_queue,
+                        )
+                        for broker in BROKERS
+                    ]
+                ),
+                strict=True,
+            )
+        )
         try:
             for index in range(args.runs):
                 for offset, broker in enumerate(BROKERS):
@@ -124,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     p1[broker].append(args.rows / timed.seconds)
         finally:
-            for worker in bulk.values():
-                worker.stop()
+            in_parallel([worker.stop for worker in bulk.values()])
 
     failed = sum(r.jobs - r.ok for r in e2e)
     e2e_rate = {b: median([r.jobs_per_second for r in e2e if r.side == b]) for b in BROKERS}

@@ -40,7 +40,7 @@ from harness.chaos import (
     run_restartable_redis,
     wait_for_envelopes,
 )
-from harness.processes import CeleryWorker, client_app, start_worker, wait_for
+from harness.processes import CeleryWorker, client_app, in_parallel, start_worker, wait_for
 from harness.rabbitmq import RabbitNode, own_vhost, run_rabbit_node
 from harness.receiver import run_receiver
 from harness.sentinel import SentinelCluster, run_sentinel_cluster
@@ -128,7 +128,7 @@ class Stack:
 
     def start_all(self, names: list[str]) -> None:
         """Start these workers side by side (each boot takes seconds)."""
-        _in_parallel([lambda name=name: self.start(name) for name in names])
+        in_parallel([lambda name=name: self.start(name) for name in names])
 
     def stranded(self, missing: list[str]) -> bool:
         """These jobs can no longer finish: no worker is up, or Redis holds no message
@@ -147,25 +147,7 @@ class Stack:
         return wait_for_envelopes(self.redis.client(), job_ids, timeout, give_up=self.stranded)
 
     def stop_all(self) -> None:
-        _in_parallel([worker.stop for worker in list(self.workers.values())])
-
-
-def _in_parallel(actions: list[Callable[[], object]]) -> None:
-    errors: list[BaseException] = []
-
-    def run(action: Callable[[], object]) -> None:
-        try:
-            action()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+        in_parallel([worker.stop for worker in list(self.workers.values())])
 
 
 @contextmanager
