@@ -18,7 +18,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -213,15 +213,24 @@ class RabbitNode(Restartable):
         """End the node for good: SIGKILL, since its data goes with its directory (a clean
         stop takes seconds)."""
         self.stop(crash=True)
-        # The node started an epmd of its own on its private port: end it too.
-        with suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                ["epmd", "-port", str(self.epmd_port), "-kill"],
-                env=self.env,
-                capture_output=True,
-                timeout=10,
-                check=False,
-            )
+
+        # The node started an epmd of its own on its private port: end it too. It refuses
+        # ("Killing not allowed") until it has seen the killed node's name go.
+        def epmd_ended() -> bool:
+            try:
+                done = subprocess.run(
+                    ["epmd", "-port", str(self.epmd_port), "-kill"],
+                    env=self.env,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    check=False,
+                )
+            except (OSError, subprocess.SubprocessError):
+                return True  # no epmd binary, or it hangs: nothing more to do here
+            return "not allowed" not in done.stdout + done.stderr
+
+        wait_for(epmd_ended, 10, f"the epmd on port {self.epmd_port} to end")
 
 
 @contextmanager
