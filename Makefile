@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication bench-gateway fleet-simulation chaos-rabbitmq bench-brokers test-rabbitmq clean
+.PHONY: venv run run-rabbitmq test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication bench-gateway fleet-simulation chaos-rabbitmq bench-brokers test-rabbitmq clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,12 +20,16 @@ venv: $(STAMP)
 run: venv
 	$(BIN)/python -m harness.demo
 
+## run-rabbitmq: the same demo with a private RabbitMQ node (quorum queues) as the broker.
+run-rabbitmq: venv
+	$(BIN)/python -m harness.demo --broker rabbitmq
+
 ## test: lint, type-check and the whole test suite (what CI runs).
 test: venv lint typecheck
-	$(BIN)/pytest -m "not rabbitmq"
+	$(BIN)/pytest
 
-## test-rabbitmq: the RabbitMQ broker's integration tests and chaos R1, R2, R5 (CI size);
-## each starts private RabbitMQ nodes, so they run apart from `make test` (CI runs both).
+## test-rabbitmq: only the RabbitMQ broker's tests (part of `make test`): integration, the
+## broker benchmark and chaos R1, R2, R5 at CI size, all on one private RabbitMQ node.
 test-rabbitmq: venv
 	$(BIN)/pytest -m rabbitmq
 

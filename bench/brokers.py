@@ -9,11 +9,13 @@ alternating between the brokers, medians reported:
   (prefork ``-c 2``) on each broker.
 
 One private redis-server holds results and job state for both; RabbitMQ is a
-private node (``harness.rabbitmq``); the Stripe emulator answers at 0 ms.
+private node (``harness.rabbitmq``), or the empty vhost ``--amqp-url`` names;
+the Stripe emulator answers at 0 ms.
 
 Usage::
 
     python -m bench.brokers [--jobs 1000] [--rows 2000] [--runs 3] [--smoke] [--json]
+        [--amqp-url amqp://…/vhost]
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +34,22 @@ from bench.e2e import Run, measure
 from bench.migrations import Stack, median, run_migration, stack
 from bench.support import machine_line, write_rows
 from cards.settings import get_settings
-from harness.processes import client_app, start_worker
+from harness.processes import client_app, in_parallel, start_worker
 from harness.rabbitmq import run_rabbit_node
 from producers import enqueue_set_default_card
 
 CONCURRENCY = 2
 BROKERS = ("redis", "rabbitmq")
+
+
+@contextmanager
+def rabbitmq(base: Path, url: str | None) -> Iterator[str]:
+    """The AMQP URL of the run: ``url`` when given, else a private node's under ``base``."""
+    if url is not None:
+        yield url
+        return
+    with run_rabbit_node(base) as node:
+        yield node.url()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="end with the figures as JSON")
     parser.add_argument("--smoke", action="store_true", help="40 jobs, 100 rows, 1 run")
+    parser.add_argument(
+        "--amqp-url", help="an empty RabbitMQ vhost to use instead of starting a private node"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.jobs, args.rows, args.runs = 40, 100, 1
@@ -52,31 +70,41 @@ def main(argv: list[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="cards-brokers-") as tmp,
         stack(Path(tmp)) as on_redis,
-        run_rabbit_node(Path(tmp) / "rabbitmq") as node,
+        rabbitmq(Path(tmp) / "rabbitmq", args.amqp_url) as amqp_url,
     ):
         results = on_redis.redis.url()
-        rabbit_env = {**on_redis.env, "CELERY_BROKER_URL": node.url()}
+        rabbit_env = {**on_redis.env, "CELERY_BROKER_URL": amqp_url}
         on_rabbit = Stack(
             on_redis.redis,
             on_redis.emulator,
             rabbit_env,
-            client_app(node.url(), results),
+            client_app(amqp_url, results),
             Path(tmp),
         )
         stacks = {"redis": on_redis, "rabbitmq": on_rabbit}
         customers = on_redis.emulator.admin.seed(max(args.jobs, args.rows), cards_per_customer=2)
 
         e2e: list[Run] = []
-        live = {
-            broker: start_worker(
-                s.env,
-                Path(tmp) / f"e2e-{broker}.log",
-                concurrency=CONCURRENCY,
-                name=f"e2e-{broker}",
-                extra_args=("-P", "prefork"),
+        # Both brokers' workers boot (and later stop) side by side: seconds each.
+        live = dict(
+            zip(
+                BROKERS,
+                in_parallel(
+                    [
+                        partial(
+                            start_worker,
+                            stacks[broker].env,
+                            Path(tmp) / f"e2e-{broker}.log",
+                            concurrency=CONCURRENCY,
+                            name=f"e2e-{broker}",
+                            extra_args=("-P", "prefork"),
+                        )
+                        for broker in BROKERS
+                    ]
+                ),
+                strict=True,
             )
-            for broker, s in stacks.items()
-        }
+        )
         try:
             for index in range(args.runs):
                 for offset, broker in enumerate(BROKERS):
@@ -89,14 +117,26 @@ def main(argv: list[str] | None = None) -> int:
                     picked = customers[: args.jobs]
                     e2e.append(measure(broker, live[broker], app, send, picked, 2 * index + offset))
         finally:
-            for worker in live.values():
-                worker.stop()
+            in_parallel([worker.stop for worker in live.values()])
 
         p1: dict[str, list[float]] = {broker: [] for broker in BROKERS}
-        bulk = {
-            broker: s.worker(f"p1-{broker}", concurrency=CONCURRENCY, queue=bulk_queue)
-            for broker, s in stacks.items()
-        }
+        bulk = dict(
+            zip(
+                BROKERS,
+                in_parallel(
+                    [
+                        partial(
+                            stacks[broker].worker,
+                            f"p1-{broker}",
+                            concurrency=CONCURRENCY,
+                            queue=bulk_queue,
+                        )
+                        for broker in BROKERS
+                    ]
+                ),
+                strict=True,
+            )
+        )
         try:
             for index in range(args.runs):
                 for offset, broker in enumerate(BROKERS):
@@ -107,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     p1[broker].append(args.rows / timed.seconds)
         finally:
-            for worker in bulk.values():
-                worker.stop()
+            in_parallel([worker.stop for worker in bulk.values()])
 
     failed = sum(r.jobs - r.ok for r in e2e)
     e2e_rate = {b: median([r.jobs_per_second for r in e2e if r.side == b]) for b in BROKERS}

@@ -1,13 +1,16 @@
 """``make run``: real jobs through a real broker, worker and (emulated) Stripe.
 
-Starts a broker (``CELERY_BROKER_URL`` if set; else ``redis-server`` from PATH
-on a free port; else fakeredis's TCP server), the Stripe emulator and one
+Starts a broker (``CELERY_BROKER_URL`` if set; else, with ``--broker rabbitmq``
+(``make run-rabbitmq``), a private RabbitMQ node; else ``redis-server`` from
+PATH on a free port; else fakeredis's TCP server), the Stripe emulator and one
 ``celery -A worker worker``; enqueues good and bad jobs; prints every
-envelope; stops what it started.
+envelope; stops what it started. An AMQP broker gets a Redis (the same
+fallbacks) for results and job state.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -22,7 +25,9 @@ from typing import Any
 from celery import Celery
 
 from cards.jobs import TASK_NAME, InvalidJob
+from cards.rabbitmq import is_amqp
 from harness.processes import client_app, free_port, run_redis, run_worker
+from harness.rabbitmq import run_rabbit_node
 from producers import enqueue_set_default_card, get_result
 from stripe_emulator.process import run_emulator
 
@@ -30,14 +35,34 @@ DEMO_API_KEY = "sk_test_demo_not_a_real_key"
 
 
 @contextmanager
-def broker() -> Iterator[str]:
+def broker(kind: str) -> Iterator[tuple[str, str]]:
+    """The broker's URL and the result backend's (Redis's, on an AMQP broker)."""
     given = os.environ.get("CELERY_BROKER_URL")
-    if given:
-        print("broker: CELERY_BROKER_URL from the environment")
-        yield given
-    elif shutil.which("redis-server"):
+    with ExitStack() as stack:
+        if given:
+            print("broker: CELERY_BROKER_URL from the environment")
+            url = given
+        elif kind == "rabbitmq":
+            base = stack.enter_context(tempfile.TemporaryDirectory(prefix="cards-demo-rabbitmq-"))
+            node = stack.enter_context(run_rabbit_node(Path(base)))
+            print(f"broker: a private RabbitMQ node on 127.0.0.1:{node.port} (quorum queues)")
+            url = node.url()
+        else:
+            url = stack.enter_context(redis("broker"))
+        if not is_amqp(url):
+            yield url, url
+        elif os.environ.get("CELERY_RESULT_BACKEND"):
+            yield url, os.environ["CELERY_RESULT_BACKEND"]
+        else:
+            yield url, stack.enter_context(redis("results and job state"))
+
+
+@contextmanager
+def redis(role: str) -> Iterator[str]:
+    """A Redis URL: ``redis-server`` from PATH on a free port, else fakeredis's TCP server."""
+    if shutil.which("redis-server"):
         with run_redis() as server:
-            print(f"broker: redis-server on 127.0.0.1:{server.port}")
+            print(f"{role}: redis-server on 127.0.0.1:{server.port}")
             yield server.url()
     else:
         from fakeredis import TcpFakeServer
@@ -46,7 +71,7 @@ def broker() -> Iterator[str]:
         fake = TcpFakeServer(("127.0.0.1", port), server_type="redis")
         thread = threading.Thread(target=fake.serve_forever, daemon=True)
         thread.start()
-        print(f"broker: fakeredis TCP server on 127.0.0.1:{port} (no redis-server on PATH)")
+        print(f"{role}: fakeredis TCP server on 127.0.0.1:{port} (no redis-server on PATH)")
         try:
             yield f"redis://127.0.0.1:{port}/0"
         finally:
@@ -99,15 +124,23 @@ def run_samples(app: Celery, emulator_admin: Any) -> None:
         show(f"{label}  [job {job_id}]", get_result(job_id, timeout=60, app=app))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--broker",
+        choices=("redis", "rabbitmq"),
+        default="redis",
+        help="rabbitmq: a private RabbitMQ node (quorum queues) carries the jobs",
+    )
+    args = parser.parse_args(argv)
     with ExitStack() as stack:
-        broker_url = stack.enter_context(broker())
+        broker_url, results_url = stack.enter_context(broker(args.broker))
         emulator = stack.enter_context(run_emulator(api_key=DEMO_API_KEY))
         print(f"stripe emulator: {emulator.url}")
         log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cards-demo-")))
         env = {
             "CELERY_BROKER_URL": broker_url,
-            "CELERY_RESULT_BACKEND": broker_url,
+            "CELERY_RESULT_BACKEND": results_url,
             "STRIPE_API_KEY": DEMO_API_KEY,
             "STRIPE_API_BASE": emulator.url,
             "CARDS_STRIPE_TIMEOUT_SECONDS": "2",
@@ -115,7 +148,7 @@ def main() -> int:
         }
         stack.enter_context(run_worker(env, log_dir / "worker.log", concurrency=2))
         print("worker: celery -A worker worker -l info -c 2 (ready)")
-        run_samples(client_app(broker_url), emulator.admin)
+        run_samples(client_app(broker_url, results_url), emulator.admin)
     print("\nstopped the worker, the emulator and the broker.")
     return 0
 

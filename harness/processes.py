@@ -12,11 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 from celery import Celery
@@ -34,6 +36,7 @@ __all__ = [
     "TlsFiles",
     "client_app",
     "free_port",
+    "in_parallel",
     "run_redis",
     "run_worker",
     "wait_for",
@@ -45,6 +48,31 @@ POLL_SECONDS = 0.05
 #: How bulk workers are started (README, Running migrations): a batch is CPU work
 #: spread over its own row threads, so they keep one process per core.
 BULK_POOL = ("-P", "prefork")
+
+
+T = TypeVar("T")
+
+
+def in_parallel(actions: Sequence[Callable[[], T]]) -> list[T]:
+    """Each action in a thread of its own (a process boot takes seconds); their results
+    in order, or, once every action has ended, the first error."""
+    results: list[T | None] = [None] * len(actions)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            results[index] = actions[index]()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(actions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results  # type: ignore[return-value]  # every slot filled: no error
 
 
 def client_app(broker_url: str, backend_url: str | None = None) -> Celery:

@@ -3,8 +3,10 @@
 A private node (:func:`run_rabbit_node`) has its own node name, ports (AMQP,
 distribution, epmd; management only when asked), data and log directories and
 Erlang cookie, and listens on loopback only; it can be restarted on its port.
-The machine's node at 127.0.0.1:5672 is only ever used, never reconfigured:
-tests on it use queue names of their own (:func:`unique_queues`).
+Runs that share one node each take a vhost of their own (:func:`own_vhost`,
+deleted afterwards with everything in it). The machine's node at 127.0.0.1:5672
+is only ever used, never reconfigured: tests on it use queue names of their
+own (:func:`unique_queues`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import amqp
+import httpx
 
 from harness.chaos import Restartable
 from harness.processes import free_port, wait_for
@@ -29,6 +33,7 @@ __all__ = [
     "SYSTEM_URL",
     "RabbitNode",
     "answers",
+    "own_vhost",
     "run_rabbit_node",
     "unique_queues",
 ]
@@ -82,8 +87,9 @@ class RabbitNode(Restartable):
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
 
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+    def url(self, vhost: str = "/") -> str:
+        path = "/" if vhost == "/" else quote(vhost, safe="")
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/{path}"
 
     def management_url(self) -> str | None:
         if self.management_port is None:
@@ -169,26 +175,73 @@ class RabbitNode(Restartable):
         )
         return done.stdout
 
-    def messages(self) -> dict[str, int]:
-        """Messages (ready and unacknowledged) per queue on this node."""
+    def messages(self, vhost: str = "/") -> dict[str, int]:
+        """Messages (ready and unacknowledged) per queue in one vhost of this node."""
         counts: dict[str, int] = {}
-        for line in self.ctl("list_queues", "name", "messages", "--no-table-headers").splitlines():
+        listed = self.ctl("list_queues", "-p", vhost, "name", "messages", "--no-table-headers")
+        for line in listed.splitlines():
             name, _, count = line.rpartition("\t")
             if name and count.strip().isdigit():
                 counts[name] = int(count)
         return counts
 
+    def _management(self) -> httpx.Client:
+        assert self.management_port is not None, "vhosts are made through the management API"
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.management_port}/api/",
+            auth=GUEST,
+            trust_env=False,
+            timeout=30,
+        )
+
+    def add_vhost(self, vhost: str) -> None:
+        """A new vhost, in which the guest user may do everything."""
+        path = quote(vhost, safe="")
+        with self._management() as api:
+            api.put(f"vhosts/{path}").raise_for_status()
+            everything = {"configure": ".*", "write": ".*", "read": ".*"}
+            api.put(f"permissions/{path}/guest", json=everything).raise_for_status()
+
+    def delete_vhost(self, vhost: str) -> None:
+        """Delete a vhost and its queues, exchanges and messages."""
+        with self._management() as api:
+            answer = api.delete(f"vhosts/{quote(vhost, safe='')}")
+            if answer.status_code != 404:
+                answer.raise_for_status()
+
     def close(self) -> None:
-        self.stop()
-        # The node started an epmd of its own on its private port: end it too.
-        with suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                ["epmd", "-port", str(self.epmd_port), "-kill"],
-                env=self.env,
-                capture_output=True,
-                timeout=10,
-                check=False,
-            )
+        """End the node for good: SIGKILL, since its data goes with its directory (a clean
+        stop takes seconds)."""
+        self.stop(crash=True)
+
+        # The node started an epmd of its own on its private port: end it too. It refuses
+        # ("Killing not allowed") until it has seen the killed node's name go.
+        def epmd_ended() -> bool:
+            try:
+                done = subprocess.run(
+                    ["epmd", "-port", str(self.epmd_port), "-kill"],
+                    env=self.env,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    check=False,
+                )
+            except (OSError, subprocess.SubprocessError):
+                return True  # no epmd binary, or it hangs: nothing more to do here
+            return "not allowed" not in done.stdout + done.stderr
+
+        wait_for(epmd_ended, 10, f"the epmd on port {self.epmd_port} to end")
+
+
+@contextmanager
+def own_vhost(node: RabbitNode, prefix: str = "cards") -> Iterator[str]:
+    """A vhost no other run on ``node`` uses, deleted at the end (the node must be up)."""
+    vhost = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    node.add_vhost(vhost)
+    try:
+        yield vhost
+    finally:
+        node.delete_vhost(vhost)
 
 
 @contextmanager

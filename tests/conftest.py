@@ -1,12 +1,16 @@
 """Marks every test under tests/integration as ``integration`` (real processes);
-shares Stripe's OpenAPI description (``stripe_spec``) with every test."""
+shares Stripe's OpenAPI description (``stripe_spec``) and one private RabbitMQ
+node (``rabbit_node``, with its management API) with every test. Tests on that
+node each take a vhost of their own (``harness.rabbitmq.own_vhost``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from harness.rabbitmq import RabbitNode, run_rabbit_node
 from tests.stripe_openapi import StripeSpec, load_spec, missing_reason
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -25,3 +29,10 @@ def stripe_spec() -> StripeSpec:
     if spec is None:
         pytest.skip(missing_reason())
     return spec
+
+
+@pytest.fixture(scope="session")
+def rabbit_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    """One private RabbitMQ node for the session (chaos R2 restarts it)."""
+    with run_rabbit_node(tmp_path_factory.mktemp("rabbitmq"), management=True) as node:
+        yield node

@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,8 @@ from harness.chaos import (
     run_restartable_redis,
     wait_for_envelopes,
 )
-from harness.processes import CeleryWorker, client_app, start_worker, wait_for
-from harness.rabbitmq import RabbitNode, run_rabbit_node
+from harness.processes import CeleryWorker, client_app, in_parallel, start_worker, wait_for
+from harness.rabbitmq import RabbitNode, own_vhost, run_rabbit_node
 from harness.receiver import run_receiver
 from harness.sentinel import SentinelCluster, run_sentinel_cluster
 from producers import enqueue_set_default_card, get_callback_status, verify_callback
@@ -108,6 +108,8 @@ class Stack:
     concurrency: int | None = None
     #: The broker when it is RabbitMQ (a private node); Redis keeps results and state.
     rabbit: RabbitNode | None = None
+    #: The scenario's vhost on that node (its own, on a node shared with other runs).
+    vhost: str = "/"
 
     @property
     def broker(self) -> RestartableRedis | RabbitNode:
@@ -126,7 +128,7 @@ class Stack:
 
     def start_all(self, names: list[str]) -> None:
         """Start these workers side by side (each boot takes seconds)."""
-        _in_parallel([lambda name=name: self.start(name) for name in names])
+        in_parallel([lambda name=name: self.start(name) for name in names])
 
     def stranded(self, missing: list[str]) -> bool:
         """These jobs can no longer finish: no worker is up, or Redis holds no message
@@ -134,7 +136,7 @@ class Stack:
         if not any(worker.alive for worker in self.workers.values()):
             return True
         if self.rabbit is not None:  # no job message left in the job or delay queues
-            counts = self.rabbit.messages()
+            counts = self.rabbit.messages(self.vhost)
             return not any(
                 n for name, n in counts.items() if name.startswith(("cards", "celery_delayed_"))
             )
@@ -145,25 +147,7 @@ class Stack:
         return wait_for_envelopes(self.redis.client(), job_ids, timeout, give_up=self.stranded)
 
     def stop_all(self) -> None:
-        _in_parallel([worker.stop for worker in list(self.workers.values())])
-
-
-def _in_parallel(actions: list[Callable[[], object]]) -> None:
-    errors: list[BaseException] = []
-
-    def run(action: Callable[[], object]) -> None:
-        try:
-            action()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+        in_parallel([worker.stop for worker in list(self.workers.values())])
 
 
 @contextmanager
@@ -176,11 +160,13 @@ def stack(
     concurrency: int | None = None,
     sentinel: bool = False,
     broker: str = "redis",
+    rabbit_node: RabbitNode | None = None,
     **overrides: str,
 ) -> Iterator[Stack]:
     """Redis (or, with ``sentinel``, a master, a replica and three sentinels), the
     emulator, and the settings workers get; the scenario starts the workers. With
-    ``broker="rabbitmq"`` a private RabbitMQ node carries the jobs and Redis keeps
+    ``broker="rabbitmq"`` a private RabbitMQ node carries the jobs (``rabbit_node``,
+    in a vhost of the run's own, or a node of the run's own) and Redis keeps
     results, job state and locks."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -189,13 +175,11 @@ def stack(
         if sentinel
         else run_restartable_redis(workdir / "redis", fsync=fsync)
     )
-    rabbit: AbstractContextManager[RabbitNode | None] = (
-        run_rabbit_node(workdir / "rabbitmq") if broker == "rabbitmq" else nullcontext()
-    )
+    rabbit = _rabbit(workdir, broker, rabbit_node)
     with (
         (logs / "emulator.log").open("ab") as emulator_log,
         store as server,
-        rabbit as node,
+        rabbit as (node, vhost),
         run_emulator(
             api_key=API_KEY,
             latency_ms=latency_ms,
@@ -204,10 +188,12 @@ def stack(
             stderr=emulator_log,  # a killed worker's dropped request is logged there
         ) as emu,
     ):
-        broker_url = server.url() if node is None else node.url()
+        broker_url = server.url() if node is None else node.url(vhost)
         env = worker_env(server.url(), emu.url, CELERY_BROKER_URL=broker_url, **overrides)
         app = client_app(broker_url, server.url())
-        running = Stack(server, emu, app, logs, env, concurrency=concurrency, rabbit=node)
+        running = Stack(
+            server, emu, app, logs, env, concurrency=concurrency, rabbit=node, vhost=vhost
+        )
         try:
             yield running
         finally:
@@ -216,6 +202,22 @@ def stack(
             # reference cycle unsubscribes when collected. Collect them while the broker
             # still answers: collected later, each would retry a stopped server.
             gc.collect()
+
+
+@contextmanager
+def _rabbit(
+    workdir: Path, broker: str, shared: RabbitNode | None
+) -> Iterator[tuple[RabbitNode | None, str]]:
+    """The RabbitMQ node and vhost a run's jobs use: none on Redis, a vhost of its
+    own on a ``shared`` node, else a node of its own."""
+    if broker != "rabbitmq":
+        yield None, "/"
+    elif shared is not None:
+        with own_vhost(shared, "chaos") as vhost:
+            yield shared, vhost
+    else:
+        with run_rabbit_node(workdir / "rabbitmq") as node:
+            yield node, "/"
 
 
 def on_broker(broker: str) -> str:
@@ -415,6 +417,7 @@ def r1_kill_workers(
     concurrency: int | None = None,
     timeout: float = 300,
     broker: str = "redis",
+    rabbit_node: RabbitNode | None = None,
 ) -> Outcome:
     """SIGKILL a worker every ~2 s during the batch, restarting it each time.
 
@@ -434,6 +437,7 @@ def r1_kill_workers(
         jitter_ms=latency_ms,
         concurrency=concurrency,
         broker=broker,
+        rabbit_node=rabbit_node,
         **chaos_env(),
     ) as running:
         pairs = seed(running.emulator, jobs)
@@ -492,7 +496,13 @@ def r1_kill_workers(
 
 
 def r2_restart_redis(
-    workdir: Path, *, jobs: int, rate: float, timeout: float = 300, broker: str = "redis"
+    workdir: Path,
+    *,
+    jobs: int,
+    rate: float,
+    timeout: float = 300,
+    broker: str = "redis",
+    rabbit_node: RabbitNode | None = None,
 ) -> Outcome:
     """Restart the broker twice mid-batch (once SIGTERM, once SIGKILL) while a producer
     keeps sending at ``rate`` jobs/s: Redis (AOF, fsync always), or the private
@@ -504,7 +514,13 @@ def r2_restart_redis(
     )
     outcome = Outcome("R2", title, f"{jobs} jobs sent at {rate:.0f}/s")
     with stack(
-        workdir, latency_ms=10, jitter_ms=10, fsync="always", broker=broker, **chaos_env()
+        workdir,
+        latency_ms=10,
+        jitter_ms=10,
+        fsync="always",
+        broker=broker,
+        rabbit_node=rabbit_node,
+        **chaos_env(),
     ) as running:
         pairs = seed(running.emulator, jobs)
         running.start_all(["r2-a", "r2-b"])
@@ -699,6 +715,7 @@ def r5_sigterm_deploys(
     latency_ms: float = 30,
     timeout: float = 300,
     broker: str = "redis",
+    rabbit_node: RabbitNode | None = None,
 ) -> Outcome:
     """Rolling deploys while a producer sends at ``rate`` jobs/s: every few seconds one
     of two workers gets SIGTERM (alternately its main process only, as ``docker
@@ -710,7 +727,12 @@ def r5_sigterm_deploys(
         f"{jobs} jobs sent at {rate:.0f}/s, a deploy every {deploy_every} s",
     )
     with stack(
-        workdir, latency_ms=latency_ms, jitter_ms=latency_ms / 2, broker=broker, **chaos_env()
+        workdir,
+        latency_ms=latency_ms,
+        jitter_ms=latency_ms / 2,
+        broker=broker,
+        rabbit_node=rabbit_node,
+        **chaos_env(),
     ) as running:
         pairs = seed(running.emulator, jobs)
         slots = ["r5-a0", "r5-b0"]

@@ -16,9 +16,9 @@ from harness.processes import BIN, REPO_ROOT
 TIMEOUT_SECONDS = 240
 
 
-def run_bench(module: str) -> subprocess.CompletedProcess[str]:
+def run_bench(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "python"), "-m", module, "--smoke", "--json"],
+        [str(BIN / "python"), "-m", module, "--smoke", "--json", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

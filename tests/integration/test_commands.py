@@ -1,4 +1,5 @@
-"""The README's commands run: `make run`'s demo and the benchmark at smoke size.
+"""The README's commands run: `make run`'s demo (and `make run-rabbitmq`'s) and the
+benchmark at smoke size.
 
 These prove the commands work end to end; the benchmark's figures are not
 asserted here (timings belong in BENCHMARKS.md, not in tests).
@@ -10,6 +11,8 @@ import json
 import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from harness.processes import BIN, REPO_ROOT
 
@@ -37,6 +40,24 @@ def test_demo_prints_an_envelope_for_every_sample_job() -> None:
     assert '"message": "card is not attached to this customer; assign it first"' in out
     assert "refused by the producer, nothing enqueued" in out
     assert "stopped the worker, the emulator and the broker." in out
+    assert "Traceback" not in out + done.stderr
+
+
+@pytest.mark.rabbitmq
+def test_make_run_rabbitmq_runs_the_demo_on_a_private_rabbitmq_node() -> None:
+    # Not in xdist_group("rabbitmq"): it boots a node of its own, as `make run-rabbitmq`
+    # does, so it may run beside the tests that share the session's node.
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nrun-rabbitmq: venv\n", 1)[1].split("\n", 1)[0]
+    assert recipe == "\t$(BIN)/python -m harness.demo --broker rabbitmq"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+    done = run_module("harness.demo", "--broker", "rabbitmq", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "broker: a private RabbitMQ node on 127.0.0.1:" in out
+    assert "results and job state: redis-server on 127.0.0.1:" in out
+    assert out.count("\n=== ") >= 8
+    assert '"message": "Método de pago actualizado con éxito"' in out
     assert "Traceback" not in out + done.stderr
 
 

@@ -1,9 +1,11 @@
 """RabbitMQ as the broker: what works on Redis works on quorum queues.
 
-The machine's RabbitMQ (127.0.0.1:5672) carries the jobs, on queue names of this
-module's own (it is used, never reconfigured); the private redis-server holds
-results, job state, locks and dead letters. Real workers, gateway, Flower and
-``cards`` commands, started as a user would, with ``CELERY_BROKER_URL=amqp://…``.
+The session's private RabbitMQ node (``rabbit_node``) carries the jobs, in a
+vhost of this module's own; the private redis-server holds results, job state,
+locks and dead letters. Real workers, gateway, Flower and ``cards`` commands,
+started as a user would, with ``CELERY_BROKER_URL=amqp://…``. The README's
+commands run as printed, so against the machine's node at 127.0.0.1:5672 (used
+with queue names of their own, never reconfigured).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from harness.processes import (
     run_worker,
     wait_for,
 )
-from harness.rabbitmq import SYSTEM_URL, answers, run_rabbit_node, unique_queues
+from harness.rabbitmq import SYSTEM_URL, RabbitNode, answers, own_vhost, unique_queues
 from harness.receiver import run_receiver
 from producers import enqueue_set_default_card, get_callback_status, get_result
 from producers.migrate.store import MigrationStore
@@ -54,7 +56,7 @@ from tests.integration.conftest import (
 from tests.integration.test_hostile_input import PROTOCOL_HEADERS, SHAPES
 from worker.idempotency import idempotency_key
 
-pytestmark = pytest.mark.rabbitmq
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.xdist_group("rabbitmq")]
 
 #: The result backend's database for this module (the session worker uses 0).
 RESULTS_DB = 11
@@ -62,10 +64,15 @@ API_KEY_HEADER = "rabbit-integration-key-0123456789"
 
 
 @pytest.fixture(scope="module")
+def broker_url(rabbit_node: RabbitNode) -> Iterator[str]:
+    """This module's vhost on the session's node, deleted with its queues at the end."""
+    with own_vhost(rabbit_node, "cards-it") as vhost:
+        yield rabbit_node.url(vhost)
+
+
+@pytest.fixture(scope="module")
 def queues() -> Iterator[dict[str, str]]:
     """This module's queue names, in this process's settings too (producers read them)."""
-    if not answers("127.0.0.1", 5672):
-        pytest.fail("the machine's RabbitMQ does not answer on 127.0.0.1:5672 (guest/guest)")
     names = unique_queues("cards-it")
     before = {name: os.environ.get(name) for name in names}
     os.environ.update(names)
@@ -79,7 +86,6 @@ def queues() -> Iterator[dict[str, str]]:
             os.environ[name] = value
     os.environ.pop("CARDS_CALLBACK_ALLOWED_HOSTS", None)
     get_settings.cache_clear()
-    _delete_queues(list(names.values()))
 
 
 def _delete_queues(names: list[str]) -> None:
@@ -103,11 +109,13 @@ def results_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def env(queues: dict[str, str], results_url: str, emulator: EmulatorProcess) -> dict[str, str]:
+def env(
+    broker_url: str, queues: dict[str, str], results_url: str, emulator: EmulatorProcess
+) -> dict[str, str]:
     return worker_env(
         results_url,
         emulator.url,
-        CELERY_BROKER_URL=SYSTEM_URL,
+        CELERY_BROKER_URL=broker_url,
         CELERY_RESULT_BACKEND=results_url,
         **queues,
     )
@@ -120,8 +128,8 @@ def rabbit_worker(env: dict[str, str], logs_dir: Path) -> Iterator[CeleryWorker]
 
 
 @pytest.fixture(scope="module")
-def rabbit_app(queues: dict[str, str], results_url: str) -> Celery:
-    return client_app(SYSTEM_URL, results_url)
+def rabbit_app(broker_url: str, queues: dict[str, str], results_url: str) -> Celery:
+    return client_app(broker_url, results_url)
 
 
 def cards(
@@ -329,41 +337,71 @@ def test_a_killed_migration_resumes_on_the_bulk_quorum_queue(
     assert [by_customer.get(c["id"], 0) for c in customers] == [1] * 120
 
 
-@pytest.mark.usefixtures("rabbit_worker")
-def test_flower_sees_the_worker_and_its_jobs(
-    env: dict[str, str], rabbit_app: Celery, emulator: EmulatorProcess, logs_dir: Path
-) -> None:
-    port = free_port()
-    auth = ("ops", "flower-rabbit-password-xyz")
-    with (logs_dir / "rabbit-flower.log").open("ab") as log:
-        process = subprocess.Popen(
-            [str(BIN / "cards"), "flower", "--port", str(port)],
+def start_flower(
+    env: dict[str, str], log_path: Path, auth: tuple[str, str]
+) -> subprocess.Popen[bytes]:
+    """``cards flower`` on a free port (``env["FLOWER_PORT"]``) behind ``auth``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [str(BIN / "cards"), "flower", "--port", env["FLOWER_PORT"]],
             cwd=REPO_ROOT,
             env={**os.environ, **env, "CARDS_FLOWER_BASIC_AUTH": ":".join(auth)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+FLOWER_AUTH = ("ops", "flower-rabbit-password-xyz")
+
+
+@pytest.fixture(scope="module")
+def flower(
+    env: dict[str, str], rabbit_node: RabbitNode, rabbit_worker: CeleryWorker, logs_dir: Path
+) -> Iterator[httpx.Client]:
+    """``cards flower`` on this module's vhost, with RabbitMQ's management API."""
+    management = rabbit_node.management_url()
+    assert management is not None
+    flower_env = {**env, "FLOWER_BROKER_API": management, "FLOWER_PORT": str(free_port())}
+    process = start_flower(flower_env, logs_dir / "rabbit-flower.log", FLOWER_AUTH)
     try:
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", auth=auth, trust_env=False
-        ) as flower:
-
-            def sees(path: str, want: str) -> bool:
-                try:
-                    answer = flower.get(path, params={"json": 1})
-                except httpx.TransportError:
-                    return False
-                return answer.status_code == 200 and want in answer.text
-
-            wait_for(lambda: sees("/workers", "rabbit@"), 60, "Flower to see the worker")
-            customer = emulator.admin.seed(1, cards_per_customer=2)[0]
-            job_id = enqueue_set_default_card(customer["id"], customer["cards"][1], app=rabbit_app)
-            get_result(job_id, timeout=30, app=rabbit_app)
-            wait_for(lambda: sees("/api/tasks", job_id), 30, "Flower to list the job")
+            base_url=f"http://127.0.0.1:{flower_env['FLOWER_PORT']}",
+            auth=FLOWER_AUTH,
+            trust_env=False,
+        ) as client:
+            yield client
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(20)
+
+
+def shows(flower: httpx.Client, path: str, want: str, **params: str) -> bool:
+    """Whether Flower's page at ``path`` answers 200 with ``want`` in it (False while
+    it boots)."""
+    try:
+        answer = flower.get(path, params=params)
+    except httpx.TransportError:
+        return False
+    return answer.status_code == 200 and want in answer.text
+
+
+def test_flower_sees_the_worker_and_its_jobs(
+    flower: httpx.Client, rabbit_app: Celery, emulator: EmulatorProcess
+) -> None:
+    wait_for(lambda: shows(flower, "/workers", "rabbit@", json="1"), 60, "Flower's workers")
+    customer = emulator.admin.seed(1, cards_per_customer=2)[0]
+    job_id = enqueue_set_default_card(customer["id"], customer["cards"][1], app=rabbit_app)
+    get_result(job_id, timeout=30, app=rabbit_app)
+    wait_for(lambda: shows(flower, "/api/tasks", job_id, json="1"), 30, "Flower to list the job")
+
+
+def test_flowers_broker_page_reads_the_management_api(
+    flower: httpx.Client, queues: dict[str, str]
+) -> None:
+    # The job queue's row, with its counts from the management API (for this vhost).
+    row = f"<td>{queues['CARDS_QUEUE']}</td>"
+    wait_for(lambda: shows(flower, "/broker", row), 60, "Flower's Broker page to list the queue")
 
 
 def readme_block(heading: str) -> str:
@@ -379,6 +417,8 @@ def test_the_readmes_rabbitmq_commands_start_a_worker_that_runs_jobs(
     logs_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if not answers("127.0.0.1", 5672):
+        pytest.fail("the machine's RabbitMQ does not answer on 127.0.0.1:5672 (guest/guest)")
     block = readme_block("## Choosing a broker")
     assert "CELERY_BROKER_URL='amqp://" in block
     # Queues of its own (the module's worker must not take its job), in this process too.
@@ -418,56 +458,3 @@ def test_the_readmes_rabbitmq_commands_start_a_worker_that_runs_jobs(
         monkeypatch.undo()
         get_settings.cache_clear()
         _delete_queues(list(own.values()))
-
-
-def start_flower(
-    env: dict[str, str], log_path: Path, auth: tuple[str, str]
-) -> subprocess.Popen[bytes]:
-    """``cards flower`` on a free port (``env["FLOWER_PORT"]``) behind ``auth``."""
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [str(BIN / "cards"), "flower", "--port", env["FLOWER_PORT"]],
-            cwd=REPO_ROOT,
-            env={**os.environ, **env, "CARDS_FLOWER_BASIC_AUTH": ":".join(auth)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def test_flowers_broker_page_reads_the_management_api(
-    results_url: str, emulator: EmulatorProcess, logs_dir: Path, tmp_path: Path
-) -> None:
-    auth = ("ops", "flower-rabbit-password-xyz")
-    with run_rabbit_node(tmp_path / "rabbitmq", management=True) as node:
-        management = node.management_url()
-        assert management is not None
-        env = worker_env(
-            results_url,
-            emulator.url,
-            CELERY_BROKER_URL=node.url(),
-            CELERY_RESULT_BACKEND=results_url,
-            CARDS_QUEUE="cards",
-            CARDS_BULK_QUEUE="cards.bulk",
-            FLOWER_BROKER_API=management,
-            FLOWER_PORT=str(free_port()),
-        )
-        with run_worker(env, logs_dir / "rabbit-mgmt-worker.log", name="mgmt"):
-            process = start_flower(env, logs_dir / "rabbit-mgmt-flower.log", auth)
-            try:
-                with httpx.Client(
-                    base_url=f"http://127.0.0.1:{env['FLOWER_PORT']}", auth=auth, trust_env=False
-                ) as flower:
-
-                    def lists_the_queue() -> bool:
-                        try:
-                            page = flower.get("/broker")
-                        except httpx.TransportError:
-                            return False
-                        # The queue's row, with its counts from the management API.
-                        return page.status_code == 200 and "<td>cards</td>" in page.text
-
-                    wait_for(lists_the_queue, 60, "Flower's Broker page to list the queue")
-            finally:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(20)

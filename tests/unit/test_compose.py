@@ -1,9 +1,11 @@
-"""docker-compose.yml (and its Sentinel variant): valid for Docker Compose, and its commands
-exist in this project."""
+"""docker-compose.yml (and its Sentinel and RabbitMQ variants): valid for Docker Compose, and
+its commands exist in this project."""
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import tomllib
@@ -15,6 +17,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 SENTINEL_COMPOSE = ROOT / "docker-compose.sentinel.yml"
+RABBITMQ_COMPOSE = ROOT / "docker-compose.rabbitmq.yml"
+#: The rabbitmq profile's password in these tests.
+RABBITMQ_PASSWORD = "rabbit0password0x"
 
 
 def services() -> dict[str, Any]:
@@ -26,19 +31,27 @@ def command_words(service: dict[str, Any]) -> str:
     return command if isinstance(command, str) else " ".join(command)
 
 
-def compose_config(*files: Path, quiet: bool = True) -> subprocess.CompletedProcess[str]:
+def compose_config(
+    *files: Path, quiet: bool = True, args: tuple[str, ...] = (), **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``docker-compose -f FILE… ARGS… config`` in the repository, with test secrets
+    (``env`` adds or, with "", removes variables)."""
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is needed (Debian package docker-compose; .ci/run installs it)"
-    env = {
-        **os.environ,
+    secrets = {
         "REDIS_PASSWORD": "x",
         "CARDS_FLOWER_BASIC_AUTH": "admin:x",
         "CARDS_GATEWAY_API_KEYS": "x" * 16,
+        **env,
     }
-    args = [arg for file in files for arg in ("-f", str(file))]
+    environment = {**os.environ, **{k: v for k, v in secrets.items() if v}}
+    for name in [k for k, v in secrets.items() if not v]:
+        environment.pop(name, None)
+    files_args = [arg for file in files for arg in ("-f", str(file))]
     return subprocess.run(
-        [binary, *args, "config", *(["-q"] if quiet else [])],
-        env=env,
+        [binary, *files_args, *args, "config", *(["-q"] if quiet else [])],
+        env=environment,
+        cwd=ROOT,
         capture_output=True,
         text=True,
     )
@@ -59,6 +72,58 @@ def test_the_sentinel_variant_validates_and_points_every_app_at_the_sentinels() 
         environment = merged[name]["environment"]
         for variable in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
             assert environment[variable].count("sentinel://") == 3, (name, variable)
+
+
+def readme_rabbitmq_command() -> list[str]:
+    """The README's Compose command for RabbitMQ, as printed (Choosing a broker)."""
+    readme = (ROOT / "README.md").read_text()
+    [command] = re.findall(r"`(docker compose [^`]*docker-compose\.rabbitmq\.yml[^`]*)`", readme)
+    return shlex.split(command)
+
+
+def test_the_readmes_rabbitmq_command_renders_every_app_on_rabbitmq() -> None:
+    words = readme_rabbitmq_command()
+    assert words[:2] == ["docker", "compose"] and words[-2:] == ["up", "-d"]
+    assert " ".join(words) in RABBITMQ_COMPOSE.read_text()  # the file's header says the same
+    # As printed, with `config` where it says `up -d` (no Docker daemon here).
+    done = compose_config(quiet=False, args=tuple(words[2:-2]), RABBITMQ_PASSWORD=RABBITMQ_PASSWORD)
+    assert done.returncode == 0, done.stderr
+    merged = yaml.safe_load(done.stdout)["services"]
+    for name in APP_SERVICES:
+        environment = merged[name]["environment"]
+        assert environment["CELERY_BROKER_URL"] == (
+            f"amqp://cards:{RABBITMQ_PASSWORD}@rabbitmq:5672//"
+        ), name
+        assert environment["CELERY_RESULT_BACKEND"] == "redis://:x@redis:6379/0", name
+        assert merged[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy", name
+    assert "CARDS_WORKER_CONCURRENCY" in merged["worker"]["environment"]  # merged, not lost
+    broker_api = merged["flower"]["environment"]["FLOWER_BROKER_API"]
+    assert broker_api == f"http://cards:{RABBITMQ_PASSWORD}@rabbitmq:15672/api/"
+
+
+def test_the_rabbitmq_variant_needs_its_password() -> None:
+    done = compose_config(COMPOSE, RABBITMQ_COMPOSE, RABBITMQ_PASSWORD="")
+    assert done.returncode != 0
+    assert "set RABBITMQ_PASSWORD in .env" in done.stderr
+
+
+def test_rabbitmq_runs_quorum_queues_behind_a_password_with_a_healthcheck() -> None:
+    rabbitmq = services()["rabbitmq"]
+    assert rabbitmq["profiles"] == ["rabbitmq"]
+    assert rabbitmq["image"].startswith("rabbitmq:4.") and "management" in rabbitmq["image"]
+    environment = rabbitmq["environment"]
+    assert environment["RABBITMQ_DEFAULT_USER"] == "cards"
+    assert environment["RABBITMQ_DEFAULT_PASS"] == "${RABBITMQ_PASSWORD:-}"
+    # An empty password (RABBITMQ_PASSWORD unset) stops the container with that message.
+    assert 'test -n "$$RABBITMQ_DEFAULT_PASS"' in command_words(rabbitmq)
+    assert "guest" not in str(environment)
+    # Only the management UI is published, on loopback; AMQP stays on the Compose network.
+    assert rabbitmq["ports"] == ["127.0.0.1:15672:15672"]
+    assert rabbitmq["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
+    config = "./deploy/rabbitmq.conf:/etc/rabbitmq/conf.d/90-cards.conf:ro"
+    assert config in rabbitmq["volumes"]
+    lines = (ROOT / "deploy" / "rabbitmq.conf").read_text().splitlines()
+    assert "default_queue_type = quorum" in lines
 
 
 def test_redis_keeps_an_append_only_file_and_needs_a_password() -> None:
