@@ -97,6 +97,7 @@ class ReliableConsuming:
     global_keyprefix: str
     max_connections: int | None
     _sentinel_manager: Any
+    pool: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Set before kombu's __init__, which already talks to Redis.
@@ -255,7 +256,7 @@ class ReliableConsuming:
         ]
         keys = [self.unacked_key, self.unacked_index_key]
         keys += [key for _, key in take_keys] + [wake_key(key) for _, key in take_keys]
-        with self.conn_or_acquire() as client:  # type: ignore[attr-defined]
+        with self.conn_or_acquire() as client:
             reply = self._take_script(
                 keys=keys, args=[repr(time()), len(take_keys), *flags], client=client
             )
