@@ -7,7 +7,10 @@ unless named, all on one private ``redis-server`` and the Stripe emulator:
 - ``celery-prefork``: ``celery -A bench.baseline worker``, Celery's defaults (prefork,
   one process per core);
 - ``celery-<pool>``: the same baseline with ``-P <pool> -c <n>``, the pool and size
-  ours reports in its start-up banner.
+  ours reports in its start-up banner;
+- ``ours-before`` (``--before TREE``): ``celery -A worker worker`` run from another
+  checkout (``git archive <commit> | tar -x -C TREE``), to compare two versions'
+  CPU per job in one run.
 
 For each emulator latency (``--latencies``, default 0 and 300 ms), each run
 measures every side in turn: at 0 ms a backlog of ``--jobs`` sent at once
@@ -22,7 +25,8 @@ Medians over runs; ratios are between sides of the same run set.
 
 Usage::
 
-    python -m bench.live [--jobs 1500] [--runs 3] [--latencies 0,300] [--rate 125] [--smoke]
+    python -m bench.live [--jobs 1500] [--runs 3] [--latencies 0,300] [--rate 110] [--smoke]
+                         [--before TREE]
 
 Parameters:
     DEFAULT_*: the full size; SMOKE_*: ``--smoke``, which only proves the benchmark runs.
@@ -51,8 +55,11 @@ from celery import Celery
 from bench.migrations import cpu_seconds, rss_bytes
 from bench.p4_live_latency import ResultListener
 from bench.support import machine_line, percentile
+from cards.jobs import TASK_NAME
+from cards.redaction import event_reprs
 from harness.processes import CeleryWorker, client_app, run_redis, start_worker
 from producers import enqueue_set_default_card
+from producers.client import build_job
 from stripe_emulator.process import run_emulator
 
 API_KEY: Final = "sk_test_bench_0123456789"
@@ -70,6 +77,8 @@ GOAL_LIVE_RATIO: Final = 10.0
 GOAL_IDLE_RATIO: Final = 1.0
 DRAIN_SECONDS: Final = 120.0
 POLL_SECONDS: Final = 0.1
+#: The ours-before worker's queue (its own, so that the two workers never share jobs).
+BEFORE_QUEUE: Final = "cards-before"
 #: Celery's start-up banner: "concurrency: 64 (thread)".
 BANNER: Final = re.compile(r"concurrency:\s+(\d+) \((\w+)\)")
 #: Celery's banner names a pool by its kind; ``-P`` takes its alias.
@@ -163,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="jobs/s sent at a latency")
     parser.add_argument("--smoke", action="store_true", help="a tiny run that proves it works")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout whose worker runs as side ours-before"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.jobs, args.slow_jobs, args.runs, args.rate = SMOKE_JOBS, SMOKE_SLOW_JOBS, 1, SMOKE_RATE
@@ -198,6 +210,16 @@ def main(argv: list[str] | None = None) -> int:
             app_module="bench.baseline",
             extra_args=("-P", pool, "-Q", "baseline-same"),
         )
+        before = (
+            start_worker(
+                {**env, "CARDS_QUEUE": BEFORE_QUEUE},
+                log / "before.log",
+                name="before",
+                tree=args.before,
+            )
+            if args.before
+            else None
+        )
         same_side = f"celery-{pool}"
         print(
             f"ours: celery -A worker worker ({pool}, {size}); celery-prefork: "
@@ -208,6 +230,16 @@ def main(argv: list[str] | None = None) -> int:
         def send_ours(job_id: str, customer: dict[str, Any], card: int) -> None:
             enqueue_set_default_card(
                 customer["id"], customer["cards"][card], job_id=job_id, app=app
+            )
+
+        def send_before(job_id: str, customer: dict[str, Any], card: int) -> None:
+            job = build_job(customer["id"], customer["cards"][card], job_id=job_id).stamped()
+            app.send_task(
+                TASK_NAME,
+                kwargs=job.to_task_kwargs(),
+                task_id=job_id,
+                queue=BEFORE_QUEUE,
+                **event_reprs(job_id),
             )
 
         def send_baseline(queue: str) -> Send:
@@ -224,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             ("celery-prefork", prefork, send_baseline("baseline")),
             (same_side, same, send_baseline("baseline-same")),
         ]
+        if before is not None:
+            sides.insert(1, ("ours-before", before, send_before))
         writes = 0
         try:
             for latency in latencies:
@@ -278,7 +312,8 @@ def report(runs: list[Run], latencies: list[float], same_side: str, as_json: boo
                 name: median(side, latency, name)
                 for name in ("jobs_per_second", "p50_ms", "p99_ms", "cpu_s_per_1000", "rss_mb")
             }
-            for side in ("ours", "celery-prefork", same_side)
+            for side in ("ours", "celery-prefork", same_side, "ours-before")
+            if any(r.side == side for r in runs)
         }
         ours = figures["ours"]
         vs_prefork = ours["jobs_per_second"] / figures["celery-prefork"]["jobs_per_second"]
@@ -292,6 +327,11 @@ def report(runs: list[Run], latencies: list[float], same_side: str, as_json: boo
                 f"RSS {values['rss_mb']} MB"
             )
         print(f"  ours / celery-prefork {vs_prefork:.2f}x, ours / {same_side} {vs_same:.2f}x")
+        if "ours-before" in figures:
+            print(
+                f"  CPU-s per 1,000 jobs, ours / ours-before: "
+                f"{ours['cpu_s_per_1000'] / figures['ours-before']['cpu_s_per_1000']:.2f}"
+            )
         if latency > 0:
             bound = 2 * latency + 100
             goal = (

@@ -239,11 +239,13 @@ def start_worker(
     name: str = "w1",
     extra_args: tuple[str, ...] = (),
     app_module: str = "worker",
+    tree: Path = REPO_ROOT,
 ) -> CeleryWorker:
     """Start ``celery -A <app_module> worker -l info`` and wait until it says it is ready.
 
     ``concurrency=None`` passes no ``-c``: the pool and its size are the app's
-    configured defaults, as with the plain documented command."""
+    configured defaults, as with the plain documented command. ``tree``: the source
+    tree the worker runs (another checkout, to compare two versions in one run)."""
     size = ["-c", str(concurrency)] if concurrency is not None else []
     offset = log_path.stat().st_size if log_path.exists() else 0
     log_file = log_path.open("ab")
@@ -262,8 +264,8 @@ def start_worker(
             "--without-mingle",
             *extra_args,
         ],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
+        cwd=tree,
+        env={**os.environ, **env, **({"PYTHONPATH": str(tree)} if tree != REPO_ROOT else {})},
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -12,7 +12,8 @@ How and why: ``docs/transport.md``. Needs Redis >= 6.2 (``BLMOVE``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from queue import Empty
 from time import monotonic, time
 from typing import Any
@@ -39,6 +40,10 @@ __all__ = [
 ]
 
 WAKE_KEY_PREFIX = "_cards.wake."
+#: The ``BRPOP`` timeout while the watcher rests because the last take left a token: if
+#: another worker took that token and emptied the queue, this is how late a new message
+#: can be seen before the watcher is armed again.
+RESTING_BRPOP_TIMEOUT = 0.1
 
 #: Takes a message into ``unacked`` atomically (see the file's header).
 TAKE_SCRIPT = read_lua("cards.transport", "take.lua")
@@ -92,6 +97,7 @@ class ReliableConsuming:
     global_keyprefix: str
     max_connections: int | None
     _sentinel_manager: Any
+    pool: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Set before kombu's __init__, which already talks to Redis.
@@ -99,6 +105,10 @@ class ReliableConsuming:
         self._no_ack_queues: set[str] = set()
         self._take_keys: list[tuple[str, str]] = []
         self._watcher: QueueWatcher | None = None
+        self._shared_client: redis.Redis | None = None
+        #: The last take left a message (so a token) in its queue: the next poll
+        #: needs no watcher (see _brpop_start).
+        self._token_left = False
         super().__init__(*args, **kwargs)
         if self.global_keyprefix:
             raise RuntimeError("cards.transport does not support global_keyprefix")
@@ -118,6 +128,20 @@ class ReliableConsuming:
             )
         params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
         return params
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """kombu builds a new ``redis.Redis`` for every publish, ack and take (a
+        tenth of a live worker's CPU); one client per connection pool serves them
+        all (commands take a pool connection each, so threads may share it)."""
+        if client:
+            yield client
+            return
+        pool = self.pool
+        shared = self._shared_client
+        if shared is None or shared.connection_pool is not pool:
+            shared = self._shared_client = self._create_client()  # type: ignore[attr-defined]
+        yield shared
 
     def close(self) -> None:
         # First: on a lost connection kombu's close() raises (reading the BRPOP in
@@ -188,9 +212,16 @@ class ReliableConsuming:
             for pri in self.priority_steps
             for queue in queues
         ]
+        resting = self._token_left
+        self._token_left = False
         if watcher is not None:
             watcher.watch(key for _, key in self._take_keys)
-            watcher.arm()  # only now: this channel can take another message
+            if resting:
+                # Through a backlog the token the last take left wakes this poll:
+                # arming would cost a BLMOVE and a wake script per job for nothing.
+                timeout = min(timeout or RESTING_BRPOP_TIMEOUT, RESTING_BRPOP_TIMEOUT)
+            else:
+                watcher.arm()  # only now: this channel can take another message
         keys = [wake_key(key) for _, key in self._take_keys]
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
@@ -225,13 +256,14 @@ class ReliableConsuming:
         ]
         keys = [self.unacked_key, self.unacked_index_key]
         keys += [key for _, key in take_keys] + [wake_key(key) for _, key in take_keys]
-        with self.conn_or_acquire() as client:  # type: ignore[attr-defined]
+        with self.conn_or_acquire() as client:
             reply = self._take_script(
                 keys=keys, args=[repr(time()), len(take_keys), *flags], client=client
             )
         if not reply:
             raise Empty()
-        index, item, recorded = reply
+        index, item, recorded, left = reply
+        self._token_left = bool(int(left))
         queue = take_keys[int(index) - 1][0]
         payload = loads(bytes_to_str(item))
         tag = payload["properties"]["delivery_tag"] if int(recorded) else None

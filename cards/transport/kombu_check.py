@@ -27,6 +27,7 @@ _EXPECTED_SIGNATURES: dict[str, tuple[str, ...]] = {
     "Channel._brpop_start": ("self", "timeout"),
     "Channel._brpop_read": ("self", "options"),
     "Channel._connparams": ("self", "asynchronous"),
+    "Channel._create_client": ("self", "asynchronous"),
     "Channel._get_pool": ("self", "asynchronous"),
     "Channel._disconnect_pools": ("self",),
     "Channel._flush_brpop_reauth": ("self",),
@@ -59,6 +60,13 @@ def check_kombu_internals() -> None:
             raise RuntimeError(
                 f"cards.transport: kombu.transport.redis.{name} changed: {found} != {expected}"
             )
-    for attr in ("_in_poll", "_brpop_sent_at", "_closing", "unacked_key", "unacked_index_key"):
+    for attr in (
+        "_in_poll",
+        "_brpop_sent_at",
+        "_closing",
+        "pool",
+        "unacked_key",
+        "unacked_index_key",
+    ):
         if not hasattr(kombu_redis.Channel, attr):
             raise RuntimeError(f"cards.transport: kombu.transport.redis.Channel.{attr} is gone")

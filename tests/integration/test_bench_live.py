@@ -1,6 +1,7 @@
 """The live benchmark (``make bench-live``) runs at smoke size and prints its figures.
 
-Only that it runs is asserted: every side measured at both latencies, every job
+Only that it runs is asserted: every side measured at both latencies (with
+``--before`` given this very tree, as a second version's side), every job
 answered, the goal lines printed. Whether a goal is met is the benchmark's
 result (BENCHMARKS.md), not a test's.
 """
@@ -17,7 +18,7 @@ TIMEOUT_SECONDS = 240
 
 def test_live_benchmark_runs_at_smoke_size() -> None:
     done = subprocess.run(
-        [str(BIN / "python"), "-m", "bench.live", "--smoke", "--json"],
+        [str(BIN / "python"), "-m", "bench.live", "--smoke", "--json", "--before", str(REPO_ROOT)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -26,11 +27,12 @@ def test_live_benchmark_runs_at_smoke_size() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "machine: " in done.stdout
     assert "live goals: " in done.stdout
+    assert "ours / ours-before: " in done.stdout
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     sides = {(r["side"], r["latency_ms"]) for r in figures["runs"]}
     assert sides == {
         (side, latency)
-        for side in ("ours", "celery-prefork", "celery-threads")
+        for side in ("ours", "ours-before", "celery-prefork", "celery-threads")
         for latency in (0.0, 300.0)
     }
     assert all(r["ok"] == r["jobs"] > 0 for r in figures["runs"])

@@ -28,6 +28,8 @@ import redis
 from kombu import Connection, Exchange, Queue
 
 from cards.transport import WAKE_KEY_PREFIX, Channel, check_kombu_internals
+from cards.transport.channel import RESTING_BRPOP_TIMEOUT
+from cards.transport.queue_watcher import QueueWatcher
 from harness.chaos import RestartableRedis, run_restartable_redis
 from harness.processes import wait_for
 from harness.queues import raw_task_message
@@ -420,3 +422,54 @@ def test_the_watcher_leaves_every_message_in_its_queue(server: RestartableRedis)
     assert client.lrange(QUEUE, 0, -1) == before
     assert client.llen(WAKE_KEY_PREFIX + QUEUE) == 1
     assert unacked_tags(client) == set()
+
+
+def test_a_backlog_does_not_wake_the_watcher_per_message(
+    server: RestartableRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through a backlog the token each take leaves wakes the next poll: the watcher
+    is armed when the queue was found empty, not for every message (a ``BLMOVE`` and
+    a wake script each)."""
+    client = server.client()
+    for n in range(30):
+        raw_lpush(client, QUEUE, n)
+    arms: list[float] = []
+    original = QueueWatcher.arm
+    monkeypatch.setattr(QueueWatcher, "arm", lambda self: (arms.append(1), original(self)))
+    with connect(server, OURS) as worker:
+        assert [consume_one(worker).payload for _ in range(30)] == list(range(30))
+    assert len(arms) <= 2  # the first poll, and the one after the last message
+    assert client.llen(QUEUE) == 0 and unacked_tags(client) == set()
+
+
+def test_a_worker_whose_token_was_taken_by_another_finds_the_next_message_soon(
+    server: RestartableRedis,
+) -> None:
+    """A worker's last take left a token, then another worker took it and emptied the
+    queue: the first one's next poll, resting without its watcher, gives up after
+    ``RESTING_BRPOP_TIMEOUT`` and takes a new message well before the 1 s poll."""
+    client = server.client()
+    raw_lpush(client, QUEUE, 1)
+    raw_lpush(client, QUEUE, 2)
+    with connect(server, OURS) as first, connect(server, OURS) as other:
+        assert consume_one(first).payload == 1  # leaves a token for message 2
+        assert consume_one(other).payload == 2  # takes it, empties the queue
+        assert client.exists(WAKE_KEY_PREFIX + QUEUE) == 0
+        raw_lpush(client, QUEUE, 3)  # no token: only a poll or a watcher finds it
+        began = time.monotonic()
+        assert consume_one(first).payload == 3
+        assert time.monotonic() - began < RESTING_BRPOP_TIMEOUT + 0.4
+
+
+def test_a_channel_reuses_one_redis_client_per_connection_pool(server: RestartableRedis) -> None:
+    """Publishes, acks and takes share one client object (kombu built one each);
+    a reconnect's new pool gets a new one."""
+    with connect(server, OURS) as connection:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as one, channel.conn_or_acquire() as two:
+            assert one is two and one.connection_pool is channel.pool
+            assert one.ping()
+        channel._disconnect_pools()
+        with channel.conn_or_acquire() as after:
+            assert after is not one and after.connection_pool is channel.pool
+            assert after.ping()

@@ -1,5 +1,5 @@
 """Per-process objects under the threads pool: built once however many jobs ask at once;
-the Stripe client keeps a connection for every call that may run at once."""
+the Stripe client keeps a connection for every thread that calls it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from cards.settings import Settings
 from worker.process_local import per_process
-from worker.stripe_api import MIN_KEPT_CONNECTIONS, PooledHTTPXClient, StripeApi
+from worker.stripe_api import PooledHTTPXClient, StripeApi
 
 
 def test_racing_threads_build_one_object() -> None:
@@ -33,18 +33,29 @@ def test_racing_threads_build_one_object() -> None:
     assert all(g is got[0] for g in got)
 
 
-def kept_connections(gateway: StripeApi) -> int:
+def http_client_of(gateway: StripeApi) -> PooledHTTPXClient:
     assert gateway._client is not None
     http = gateway._client._requestor._client
-    assert isinstance(http, PooledHTTPXClient) and http._client is not None
-    pool: Any = http._client._transport
-    return int(pool._pool._max_keepalive_connections)
+    assert isinstance(http, PooledHTTPXClient)
+    return http
 
 
-def test_stripe_client_keeps_a_connection_per_concurrent_call() -> None:
-    settings = Settings(stripe_api_key="sk_test_unit_0123456789", worker_concurrency=64)
-    assert kept_connections(StripeApi.from_settings(settings)) == 64
-    small = Settings(stripe_api_key="sk_test_unit_0123456789", worker_concurrency=2)
-    assert kept_connections(StripeApi.from_settings(small)) == max(
-        MIN_KEPT_CONNECTIONS, small.bulk_threads
+def test_every_thread_keeps_its_own_stripe_connection() -> None:
+    """One httpx client per thread, each keeping the one connection its calls use:
+    as many connections open as threads call at once, each pool scanned in O(1)."""
+    http = http_client_of(
+        StripeApi.from_settings(Settings(stripe_api_key="sk_test_unit_0123456789"))
     )
+    start = threading.Barrier(8)
+
+    def clients() -> tuple[Any, Any]:
+        start.wait()
+        return http._client, http._client
+
+    with ThreadPoolExecutor(8) as pool:
+        pairs = list(pool.map(lambda _: clients(), range(8)))
+    assert all(first is second for first, second in pairs)  # the same client every call
+    assert len({id(first) for first, _ in pairs}) == 8  # one per thread
+    for client, _ in pairs:
+        assert client._transport._pool._max_keepalive_connections == 1
+        assert not client.is_closed
