@@ -110,12 +110,24 @@ def fail_fast(celery: Celery) -> Celery:
     # waits on answers 503 at once instead.
     celery.conf.result_backend_always_retry = False
     # Celery subscribes to every job it sends (a SUBSCRIBE per job on a connection
-    # nobody reads here); the gateway waits through its own result feed instead.
-    celery.backend.on_task_call = _no_subscription  # type: ignore[method-assign]
-    # ...and so has nothing to unsubscribe from when a result object goes (Celery
-    # would send an UNSUBSCRIBE per job from AsyncResult.__del__).
-    celery.backend.on_result_fulfilled = _no_unsubscription  # type: ignore[attr-defined]
+    # nobody reads here) and unsubscribes when the result object goes (from
+    # AsyncResult.__del__); the gateway waits through its own result feed instead.
+    # The Redis backend is per thread, so every thread's backend leaves both out.
+    make_backend = celery._get_backend  # type: ignore[attr-defined]
+
+    def backend_without_subscriptions() -> Any:
+        return _without_subscriptions(make_backend())
+
+    celery._get_backend = backend_without_subscriptions  # type: ignore[attr-defined]
+    _without_subscriptions(celery.backend)  # this thread's, if already built
     return celery
+
+
+def _without_subscriptions(backend: Any) -> Any:
+    """``backend``, its per-send subscription and per-result unsubscription left out."""
+    backend.on_task_call = _no_subscription
+    backend.on_result_fulfilled = _no_unsubscription
+    return backend
 
 
 def _no_subscription(producer: object, task_id: str) -> None:
