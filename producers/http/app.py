@@ -136,12 +136,17 @@ def create_app(
 
 
 def _result_feed(settings: Settings, celery: Celery) -> ResultFeed:
+    """The feed on ``celery``'s result backend: where its jobs' results are published
+    (which ``settings`` need not name when the app is given)."""
     backend = ResultBackend(celery)
+    url = str(celery.conf.result_backend)
+    options = celery.conf.result_backend_transport_options or {}
+    master_name = str(options.get("master_name", settings.sentinel_master))
 
     def new_client() -> redis.asyncio.Redis:
         return async_redis_client(
-            settings.result_backend_url,
-            settings.sentinel_master,
+            url,
+            master_name,
             socket_timeout=FEED_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=FEED_SOCKET_TIMEOUT_SECONDS,
             socket_keepalive=True,
