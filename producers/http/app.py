@@ -30,7 +30,7 @@ from producers.client import producer_app as default_producer_app
 from producers.http import models
 from producers.http.access_log import AccessLog, access_logger
 from producers.http.auth import ApiKeys, InvalidApiKeys, api_key_dependency
-from producers.http.dispatch import Dispatcher, fail_fast
+from producers.http.dispatch import Dispatcher, fail_fast, reuse_redis_clients
 from producers.http.errors import install_error_handlers
 from producers.http.migrations import migrations_router
 from producers.http.ownership import JobOwners
@@ -100,6 +100,7 @@ def create_app(
     settings = settings if settings is not None else get_settings()
     require_api_key = api_key_dependency(_api_keys(settings, dev_no_auth), dev_no_auth)
     celery = fail_fast(celery_app or default_producer_app())
+    reuse_redis_clients()
     feed = _result_feed(settings, celery) if settings.gateway_wait == "push" else None
     jobs = Dispatcher(
         celery,
@@ -135,12 +136,17 @@ def create_app(
 
 
 def _result_feed(settings: Settings, celery: Celery) -> ResultFeed:
+    """The feed on ``celery``'s result backend: where its jobs' results are published
+    (which ``settings`` need not name when the app is given)."""
     backend = ResultBackend(celery)
+    url = str(celery.conf.result_backend)
+    options = celery.conf.result_backend_transport_options or {}
+    master_name = str(options.get("master_name", settings.sentinel_master))
 
     def new_client() -> redis.asyncio.Redis:
         return async_redis_client(
-            settings.result_backend_url,
-            settings.sentinel_master,
+            url,
+            master_name,
             socket_timeout=FEED_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=FEED_SOCKET_TIMEOUT_SECONDS,
             socket_keepalive=True,

@@ -75,9 +75,6 @@ def api_schema(worker: CeleryWorker, redis_server: RedisServer) -> Any:
         Settings(
             gateway_api_keys=KEY,
             gateway_max_wait_seconds=10,
-            # Schemathesis's ASGI client runs each request in an event loop of its own; the
-            # push waits are tested against real gateway processes (test_gateway_scaling).
-            gateway_wait="poll",
             state_redis_url=redis_server.url(),  # the job-id claims, beside the jobs
         ),
         client_app(redis_server.url()),
