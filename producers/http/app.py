@@ -30,7 +30,7 @@ from producers.client import producer_app as default_producer_app
 from producers.http import models
 from producers.http.access_log import AccessLog, access_logger
 from producers.http.auth import ApiKeys, InvalidApiKeys, api_key_dependency
-from producers.http.dispatch import Dispatcher, fail_fast, reuse_redis_clients
+from producers.http.dispatch import Dispatcher, fail_fast
 from producers.http.errors import install_error_handlers
 from producers.http.migrations import migrations_router
 from producers.http.ownership import JobOwners
@@ -100,7 +100,6 @@ def create_app(
     settings = settings if settings is not None else get_settings()
     require_api_key = api_key_dependency(_api_keys(settings, dev_no_auth), dev_no_auth)
     celery = fail_fast(celery_app or default_producer_app())
-    reuse_redis_clients()
     feed = _result_feed(settings, celery) if settings.gateway_wait == "push" else None
     jobs = Dispatcher(
         celery,

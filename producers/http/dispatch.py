@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import kombu.exceptions
-import kombu.transport.redis
 import redis
 from celery import Celery, states
 from celery.exceptions import BackendError
@@ -52,7 +51,6 @@ __all__ = [
     "Dispatcher",
     "fail_fast",
     "public_state",
-    "reuse_redis_clients",
 ]
 
 logger = logging.getLogger(__name__)
@@ -136,32 +134,6 @@ def _no_subscription(producer: object, task_id: str) -> None:
 
 def _no_unsubscription(result: object) -> None:
     """Celery's per-result unsubscription, left out: see :func:`fail_fast`."""
-
-
-def reuse_redis_clients() -> None:
-    """Make kombu's Redis channels reuse one client for their blocking commands.
-
-    kombu builds a new ``redis.Redis`` for every message it publishes (and one more
-    for the task-sent event), which costs more CPU than the publish itself. The
-    client is stateless over the channel's connection pool, so one per channel and
-    pool serves every publish. Idempotent; affects this process only.
-    """
-    channel_class: Any = kombu.transport.redis.Channel
-    if getattr(channel_class, "_reuses_clients", False):
-        return
-    create = channel_class._create_client
-
-    def _create_client(channel: Any, asynchronous: bool = False) -> Any:
-        if asynchronous:
-            return create(channel, asynchronous=True)
-        pool = channel.pool
-        client = channel.__dict__.get("_reused_client")
-        if client is None or client.connection_pool is not pool:
-            client = channel.__dict__["_reused_client"] = create(channel)
-        return client
-
-    channel_class._create_client = _create_client
-    channel_class._reuses_clients = True
 
 
 class Dispatcher:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +28,6 @@ from cards.envelope import SUCCESS_MESSAGE
 from cards.results import ResultBackend
 from harness.gateway_process import GatewayProcess, run_gateway
 from harness.processes import BIN, REPO_ROOT, RedisServer, client_app, free_port, wait_for
-from producers.http.dispatch import reuse_redis_clients
 from producers.http.result_feed import CLIENT_NAME
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.test_gateway import AUTH, KEY, gateway_env
@@ -161,16 +159,6 @@ def test_a_202_sends_its_message_and_no_subscription(
     commands = list(monitor.commands)
     assert sum(c.startswith("LPUSH") and "push-202-" in c for c in commands) == 3
     assert not [c for c in commands if "SUBSCRIBE" in c and "push-202-" in c]
-
-
-def test_kombu_channels_reuse_one_redis_client(redis_server: RedisServer) -> None:
-    reuse_redis_clients()
-    with client_app(redis_server.url(DB)).connection_for_write() as connection:
-        channel: Any = connection.default_channel
-        client = channel._create_client()
-        assert channel._create_client() is client
-        channel._disconnect_pools()  # a new pool: a new client over it
-        assert channel._create_client() is not client
 
 
 def test_a_result_stored_before_the_wait_subscribes_is_answered(
