@@ -20,9 +20,11 @@ venv: $(STAMP)
 run: venv
 	$(BIN)/python -m harness.demo
 
-## test: lint, type-check and the whole test suite (what CI runs).
+## test: lint, type-check and the whole test suite (what CI runs), on two xdist workers:
+## most tests wait on subprocesses; each integration module stays on one worker
+## (tests/conftest.py), as does each xdist_group.
 test: venv lint typecheck
-	$(BIN)/pytest -m "not rabbitmq"
+	$(BIN)/pytest -m "not rabbitmq" -n 2 --dist loadgroup
 
 ## test-rabbitmq: the RabbitMQ broker's integration tests and chaos R1, R2, R5 (CI size);
 ## each starts private RabbitMQ nodes, so they run apart from `make test` (CI runs both).

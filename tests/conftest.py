@@ -1,5 +1,12 @@
-"""Marks every test under tests/integration as ``integration`` (real processes);
-shares Stripe's OpenAPI description (``stripe_spec``) with every test."""
+"""Marks every test under tests/integration as ``integration`` (real processes) and
+keeps each integration module on one xdist worker; shares Stripe's OpenAPI
+description (``stripe_spec``) with every test.
+
+``make test`` runs the suite on two xdist workers with ``--dist loadgroup``: each
+worker has its own session fixtures (Redis, emulator, worker, all on free ports).
+An integration module runs whole on one worker, so its module-scoped processes start
+once; a test's own ``xdist_group`` mark (e.g. ``"rabbitmq"``) wins over that.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +19,13 @@ from tests.stripe_openapi import StripeSpec, load_spec, missing_reason
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+        if INTEGRATION_DIR in item.path.parents:
             item.add_marker(pytest.mark.integration)
+            if item.get_closest_marker("xdist_group") is None:
+                item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 @pytest.fixture(scope="session")
