@@ -21,8 +21,8 @@ run: venv
 	$(BIN)/python -m harness.demo
 
 ## test: lint, type-check and the whole test suite (what CI runs), on two xdist workers:
-## most tests wait on subprocesses; each integration module stays on one worker
-## (tests/conftest.py), as does each xdist_group.
+## most tests wait on subprocesses; each integration module, and the chaos suite, stays
+## on one worker (tests/conftest.py), as does each xdist_group.
 test: venv lint typecheck
 	$(BIN)/pytest -m "not rabbitmq" -n 2 --dist loadgroup
 

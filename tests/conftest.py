@@ -1,11 +1,12 @@
 """Marks every test under tests/integration as ``integration`` (real processes) and
-keeps each integration module on one xdist worker; shares Stripe's OpenAPI
-description (``stripe_spec``) with every test.
+gives the xdist groups; shares Stripe's OpenAPI description (``stripe_spec``).
 
 ``make test`` runs the suite on two xdist workers with ``--dist loadgroup``: each
 worker has its own session fixtures (Redis, emulator, worker, all on free ports).
 An integration module runs whole on one worker, so its module-scoped processes start
-once; a test's own ``xdist_group`` mark (e.g. ``"rabbitmq"``) wins over that.
+once; the chaos scenarios run one after another on one worker, never two at once (each
+runs several workers and breaks things on a clock). A test's own ``xdist_group`` mark
+(e.g. ``"rabbitmq"``) wins over both.
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ import pytest
 from tests.stripe_openapi import StripeSpec, load_spec, missing_reason
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+CHAOS_DIR = Path(__file__).parent / "chaos"
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        group = None
         if INTEGRATION_DIR in item.path.parents:
             item.add_marker(pytest.mark.integration)
-            if item.get_closest_marker("xdist_group") is None:
-                item.add_marker(pytest.mark.xdist_group(item.path.name))
+            group = item.path.name
+        elif CHAOS_DIR in item.path.parents:
+            group = "chaos"
+        if group is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
