@@ -54,6 +54,10 @@ if not is_amqp(broker_url):
         # job can be redelivered beyond the visibility timeout.
         "unacked_restore_interval": _settings.unacked_restore_interval_seconds,
         "unacked_restore_throttle": 1,
+        # The sweep holds a Redis lock that kombu expires after 300 s: a worker killed
+        # mid-sweep stopped every other worker's sweep that long. One interval at most
+        # (overlapping sweeps are safe: each restore is a WATCH transaction).
+        "unacked_mutex_expire": _settings.unacked_restore_interval_seconds,
         "queue_watcher": _settings.queue_watcher,
     }
 # The rest that the broker URL brings: publish retries through a failover or restart;

@@ -28,6 +28,7 @@ from harness.processes import (
     run_worker,
 )
 from stripe_emulator.process import EmulatorProcess, run_emulator
+from worker.stripe_api import PROBE_CUSTOMER
 
 API_KEY = "sk_test_integration_0123456789"
 #: Stripe attempts per job in the session worker: enough for every scripted fault sequence.
@@ -72,6 +73,16 @@ def applied_writes(emulator: EmulatorProcess, key: str) -> int:
 def customer_writes(emulator: EmulatorProcess, customer_id: str) -> int:
     """Writes the emulator applied (not replayed) to one customer."""
     return int(emulator.admin.ledger()["writes_applied_by_customer"].get(customer_id, 0))
+
+
+def stripe_calls(emulator: EmulatorProcess) -> int:
+    """Requests the emulator saw, but for the breaker's probes (a worker probes at start,
+    every few minutes, and after a job that lacked a connection; any of them may land
+    while a refused job is in flight): those are not the job's."""
+    ledger = emulator.admin.ledger(events=False)
+    return int(ledger["requests_total"]) - int(
+        ledger["requests_by_customer"].get(PROBE_CUSTOMER, 0)
+    )
 
 
 def requests_with_key(emulator: EmulatorProcess, key: str) -> int:

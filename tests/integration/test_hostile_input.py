@@ -24,7 +24,7 @@ from cards.jobs import TASK_NAME, InvalidJob, validate_job
 from harness.processes import CeleryWorker
 from producers import enqueue_set_default_card, get_result
 from stripe_emulator.process import EmulatorProcess
-from worker.stripe_api import PROBE_CUSTOMER
+from tests.integration.conftest import stripe_calls
 
 EXAMPLES = int(os.environ.get("CARDS_FUZZ_EXAMPLES", "300"))
 FIELDS = ["userId", "default_source", "job_id", "requested_at", "stripe_account", "callback_url"]
@@ -66,15 +66,6 @@ def is_valid(kwargs: dict[str, Any]) -> bool:
     except InvalidJob:
         return False
     return True
-
-
-def stripe_calls(emulator: EmulatorProcess) -> int:
-    """Requests the emulator saw, but for the breaker's probes (a worker probes at start
-    and may do so while a refused job is in flight): those are not the job's."""
-    ledger = emulator.admin.ledger(events=False)
-    return int(ledger["requests_total"]) - int(
-        ledger["requests_by_customer"].get(PROBE_CUSTOMER, 0)
-    )
 
 
 def assert_clear_refusal(envelope: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from tests.integration.conftest import (
     applied_writes,
     customer_writes,
     requests_with_key,
+    stripe_calls,
 )
 from worker.idempotency import idempotency_key
 
@@ -231,7 +232,7 @@ BAD_KWARGS: list[tuple[dict[str, Any], str]] = [
 def test_raw_messages_with_bad_kwargs_fail_cleanly_without_stripe_calls(
     app: Celery, emulator: EmulatorProcess, worker: CeleryWorker
 ) -> None:
-    before = emulator.admin.ledger()["requests_total"]
+    before = stripe_calls(emulator)
     results = [app.send_task(TASK_NAME, kwargs=kwargs) for kwargs, _ in BAD_KWARGS]
     positional = app.send_task(TASK_NAME, args=["cus_1", "card_1"])
     for (_, expected), result in zip(BAD_KWARGS, results, strict=True):
@@ -245,5 +246,5 @@ def test_raw_messages_with_bad_kwargs_fail_cleanly_without_stripe_calls(
         assert envelope["data"]["attempts"] == 0
     envelope = get_result(positional.id, timeout=RESULT_TIMEOUT, app=app)
     assert envelope["message"].startswith("invalid job: send the fields as keyword arguments")
-    assert emulator.admin.ledger()["requests_total"] == before
+    assert stripe_calls(emulator) == before
     assert worker.alive

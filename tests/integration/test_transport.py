@@ -27,6 +27,8 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
+import celeryconfig
+from cards.settings import get_settings
 from cards.transport import WAKE_KEY_PREFIX, Channel, check_kombu_internals
 from cards.transport.channel import RESTING_BRPOP_TIMEOUT
 from cards.transport.queue_watcher import QueueWatcher
@@ -272,6 +274,41 @@ def test_acked_messages_leave_nothing_behind(server: RestartableRedis) -> None:
     assert client.exists(WAKE_KEY_PREFIX + QUEUE) == 0
     assert unacked_tags(client) == set()
     assert client.zcard("unacked_index") == 0
+
+
+def test_a_sweeper_killed_holding_the_sweep_lock_holds_sweeps_back_one_interval_at_most(
+    server: RestartableRedis,
+) -> None:
+    """kombu sweeps ``unacked`` under a Redis lock that it expires after 300 s: a worker
+    SIGKILLed mid-sweep left the lock, and no worker restored a dead worker's job for
+    five minutes. With the project's transport options it expires after one interval."""
+    options = {**celeryconfig.broker_transport_options, "visibility_timeout": VISIBILITY_TIMEOUT}
+    with Connection(server.url(), transport=OURS, transport_options=options) as producer:
+        publish(producer, {"job": 6})
+    client = server.client()
+    with Connection(server.url(), transport=OURS, transport_options=options) as dead:
+        consume_one(dead, ack=False)
+        dead.default_channel.qos._delivered.clear()  # as if it had died: nothing restored
+    (tag,) = unacked_tags(client)
+    client.zadd("unacked_index", {tag: 0})  # long past the visibility timeout
+    with Connection(server.url(), transport=OURS, transport_options=options) as other:
+        qos = other.default_channel.qos
+        interval = get_settings().unacked_restore_interval_seconds
+        assert qos.unacked_mutex_expire <= interval
+        # The lock as a sweeper killed inside its sweep leaves it.
+        assert client.lock(qos.unacked_mutex_key, timeout=qos.unacked_mutex_expire).acquire(
+            blocking=False
+        )
+        qos.restore_visible(start=0, num=10, interval=1)
+        assert client.llen(QUEUE) == 0  # held back by the dead sweeper's lock
+
+        def swept() -> bool:
+            qos.restore_visible(start=0, num=10, interval=1)
+            return bool(client.llen(QUEUE) == 1)
+
+        wait_for(swept, interval + 5, "a sweep after the dead sweeper's lock expired")
+        assert consume_one(other).payload == {"job": 6}
+    assert unacked_tags(client) == set()
 
 
 def test_no_ack_consumers_are_not_recorded(server: RestartableRedis) -> None:
