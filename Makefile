@@ -25,10 +25,10 @@ run-rabbitmq: venv
 	$(BIN)/python -m harness.demo --broker rabbitmq
 
 ## test: lint, type-check and the whole test suite (what CI runs), on two xdist workers:
-## most tests wait on subprocesses; each integration module, the chaos suite and the
-## RabbitMQ tests each stay on one worker (tests/conftest.py).
+## most tests wait on subprocesses; each test file runs whole on one worker (its
+## module-scoped processes start once; the chaos scenarios run one at a time).
 test: venv lint typecheck
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadfile
 
 ## test-rabbitmq: only the RabbitMQ broker's tests (part of `make test`): integration, the
 ## broker benchmark and chaos R1, R2, R5 at CI size, all on one private RabbitMQ node.

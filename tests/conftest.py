@@ -1,14 +1,12 @@
-"""Marks every test under tests/integration as ``integration`` (real processes) and
-gives the xdist groups; shares Stripe's OpenAPI description (``stripe_spec``) and one
-private RabbitMQ node (``rabbit_node``, with its management API; each test on it takes
-a vhost of its own, ``harness.rabbitmq.own_vhost``).
+"""Marks every test under tests/integration as ``integration`` (real processes);
+shares Stripe's OpenAPI description (``stripe_spec``) and one private RabbitMQ node
+(``rabbit_node``, with its management API; each test on it takes a vhost of its own,
+``harness.rabbitmq.own_vhost``).
 
-``make test`` runs the suite on two xdist workers with ``--dist loadgroup``: each
-worker has its own session fixtures (Redis, emulator, worker, all on free ports).
-An integration module runs whole on one worker, so its module-scoped processes start
-once; the chaos scenarios run one after another on one worker. A test's own
-``xdist_group`` mark wins over both: every test on the RabbitMQ node is in
-``"rabbitmq"``, so the node starts once.
+``make test`` runs the suite on two xdist workers with ``--dist loadfile``: each
+worker has its own session fixtures (Redis, emulator, worker, RabbitMQ node, all on
+free ports), and a test file runs whole on one worker, in order, so its
+module-scoped processes start once and the chaos scenarios run one at a time.
 """
 
 from __future__ import annotations
@@ -22,20 +20,12 @@ from harness.rabbitmq import RabbitNode, run_rabbit_node
 from tests.stripe_openapi import StripeSpec, load_spec, missing_reason
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
-CHAOS_DIR = Path(__file__).parent / "chaos"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        group = None
         if INTEGRATION_DIR in item.path.parents:
             item.add_marker(pytest.mark.integration)
-            group = item.path.name
-        elif CHAOS_DIR in item.path.parents:
-            group = "chaos"
-        if group is not None and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ RUNS += [
     pytest.param(
         scenario,
         "rabbitmq",
-        marks=[pytest.mark.rabbitmq, pytest.mark.xdist_group("rabbitmq")],
+        marks=[pytest.mark.rabbitmq],
     )
     for scenario in RABBITMQ_SCENARIOS
 ]

@@ -11,7 +11,7 @@ import pytest
 from harness.rabbitmq import RabbitNode, own_vhost
 from tests.integration.test_bench_p3_p4 import figures, run_bench
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.xdist_group("rabbitmq")]
+pytestmark = [pytest.mark.rabbitmq]
 
 
 def test_broker_benchmark_runs_at_smoke_size(rabbit_node: RabbitNode) -> None:

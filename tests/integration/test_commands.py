@@ -45,7 +45,7 @@ def test_demo_prints_an_envelope_for_every_sample_job() -> None:
 
 @pytest.mark.rabbitmq
 def test_make_run_rabbitmq_runs_the_demo_on_a_private_rabbitmq_node() -> None:
-    # Not in xdist_group("rabbitmq"): it boots a node of its own, as `make run-rabbitmq`
+    # Not on the shared node: it boots a node of its own, as `make run-rabbitmq`
     # does, so it may run beside the tests that share the session's node.
     makefile = (REPO_ROOT / "Makefile").read_text()
     recipe = makefile.split("\nrun-rabbitmq: venv\n", 1)[1].split("\n", 1)[0]

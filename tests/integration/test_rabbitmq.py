@@ -56,7 +56,7 @@ from tests.integration.conftest import (
 from tests.integration.test_hostile_input import PROTOCOL_HEADERS, SHAPES
 from worker.idempotency import idempotency_key
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.xdist_group("rabbitmq")]
+pytestmark = [pytest.mark.rabbitmq]
 
 #: The result backend's database for this module (the session worker uses 0).
 RESULTS_DB = 11
