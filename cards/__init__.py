@@ -6,6 +6,7 @@ to read what the other wrote in Redis. Internals: ``docs/internals.md``.
 Modules:
     batches: the bulk batch contract, many ``set_default_card`` rows in one task message
     companion_jobs: contracts of the seed API's companion jobs (assign a card, list cards)
+    customer_keys: a customer's lock and newest-request record in Redis (worker and batch engine)
     deadletters: jobs that failed only for a cause outside the job, kept for replay
     deliveries: a job's callback body and the record of its delivery in Redis
     destinations: where a callback may be sent, the SSRF rules

@@ -33,6 +33,8 @@ class LineOutcome(StrEnum):
     DONE = "done"
     FAILED = "failed"
     INVALID = "invalid"
+    #: A row not applied because a newer request for its customer won (batch-api engine).
+    SUPERSEDED = "superseded"
 
 
 class MigrationState(StrEnum):
@@ -51,11 +53,14 @@ class MigrationRecord:
     format: str
     sha256: str
     report: str
+    #: ``rows`` (jobs on the bulk queue) or ``batch-api`` (Stripe's Batch Jobs API).
+    engine: str = "rows"
     rows: int = 0
     valid: int = 0
     invalid: int = 0
     done: int = 0
     failed: int = 0
+    superseded: int = 0
     sent_through: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
@@ -64,7 +69,7 @@ class MigrationRecord:
 
     @property
     def finished(self) -> int:
-        return self.done + self.failed + self.invalid
+        return self.done + self.failed + self.invalid + self.superseded
 
     @property
     def complete(self) -> bool:
@@ -91,6 +96,7 @@ class MigrationRecord:
             format=text.get("format", ""),
             sha256=text.get("sha256", ""),
             report=text.get("report", ""),
+            engine=text.get("engine", "rows"),
             **numbers,
         )
 

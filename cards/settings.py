@@ -86,6 +86,19 @@ class Settings(BaseSettings):
         description="Stripe API version sent as Stripe-Version on every call (not the "
         "account's default, nor the SDK's).",
     )
+    batch_stripe_version: str = Field(
+        default="2026-09-30.preview",
+        pattern=r"^\d{4}-\d{2}-\d{2}\.preview$",
+        description="Stripe-Version of the Batch Jobs API calls (`cards migrate run "
+        "--engine batch-api`, a preview): a `.preview` version Stripe accepts there.",
+    )
+    batch_poll_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Longest wait between two looks at a running batch job (the wait doubles "
+        "from 0.5 s up to this).",
+    )
     stripe_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Timeout of one Stripe HTTP call."
     )

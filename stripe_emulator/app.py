@@ -128,6 +128,8 @@ class Emulator:
 
     def apply_config(self, config: EmulatorConfig, *, reseed: bool) -> None:
         self.config = config
+        if self.batch_jobs is not None:
+            self.batch_jobs.lost_uploads = 0  # batch_lose_uploads counts from now
         self.idempotency.ttl = config.idempotency_ttl_seconds
         self.limiter.configure(
             {GLOBAL: config.rate_limit_global, CUSTOMER_UPDATE: config.rate_limit_customer_update}

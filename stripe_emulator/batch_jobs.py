@@ -124,6 +124,8 @@ class BatchJobs:
         self.by_upload: dict[str, str] = {}
         self.by_output: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Uploads dropped since ``batch_lose_uploads`` was last set.
+        self.lost_uploads = 0
 
     def clear(self) -> None:
         """Forget every job (the admin reset with ``data``); running ones stop."""
@@ -182,7 +184,8 @@ class BatchJobs:
         job = self.jobs.get(job_id or "")
         if job is None or job.status != "ready_for_upload" or time.time() > job.upload_expires_at:
             raise BatchError(403, "request_expired", "Request has expired")
-        if self.emulator.config.batch_lose_uploads:
+        if self.lost_uploads < self.emulator.config.batch_lose_uploads:
+            self.lost_uploads += 1
             return  # answered, never stored: the job will reach upload_timeout
         job.upload = data
         job.status = "validating"
@@ -227,8 +230,9 @@ class BatchJobs:
             if stop_at is not None and done >= stop_at:
                 self._finish(job, "timeout")
                 return
+            # The rate holds from the first line: a slow job is not one line per tick.
             allowed = int((time.monotonic() - started) * config.batch_lines_per_second) + 1
-            end = min(len(lines), max(done + 1, allowed))
+            end = max(done, min(len(lines), allowed))
             if stop_at is not None:
                 end = min(end, stop_at)
             for raw in lines[done:end]:

@@ -45,11 +45,12 @@ class EmulatorConfig:
     log_requests: bool = False
     capture_requests: bool = False
     #: Batch jobs: lines run per second, the upload URL's life, a fraction of the lines
-    #: after which a job ends ``timeout`` (0: never), and uploads answered but dropped.
+    #: after which a job ends ``timeout`` (0: never), and how many of the next uploads are
+    #: answered but dropped (counted from when it is set).
     batch_lines_per_second: float = 100.0
     batch_upload_ttl_seconds: float = 300.0
     batch_timeout_at_fraction: float = 0.0
-    batch_lose_uploads: bool = False
+    batch_lose_uploads: int = 0
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -138,7 +139,7 @@ _FIELD_TYPES: dict[str, str] = {
     "batch_lines_per_second": "float",
     "batch_upload_ttl_seconds": "float",
     "batch_timeout_at_fraction": "float",
-    "batch_lose_uploads": "bool",
+    "batch_lose_uploads": "count",
 }
 
 
@@ -150,6 +151,10 @@ def _coerce(key: str, kind: str, value: Any) -> Any:
     if kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false")
+        return value
+    if kind == "count":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{key} must be a whole number >= 0")
         return value
     if kind == "str":
         if not isinstance(value, str):

@@ -52,7 +52,7 @@ PRIORITY_SEP: Final = "\x06\x16"
 UNACKED_KEY: Final = "unacked"
 UNACKED_INDEX_KEY: Final = "unacked_index"
 #: Row states of unfinished migrations (``remaining``: not finished yet).
-MIGRATION_ROW_STATES: Final = ("done", "failed", "invalid", "remaining")
+MIGRATION_ROW_STATES: Final = ("done", "failed", "invalid", "superseded", "remaining")
 SCAN_BUDGET: Final = 20_000
 MAX_MIGRATIONS: Final = 1_000
 
@@ -135,6 +135,7 @@ def migration_gauges(
             rows["done"] += record.done
             rows["failed"] += record.failed
             rows["invalid"] += record.invalid
+            rows["superseded"] += record.superseded
             rows["remaining"] += max(record.rows - record.finished, 0)
     return by_state, rows
 

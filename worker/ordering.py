@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 
 import redis
 
+from cards.customer_keys import customer_key, ordering_keys
 from cards.lua_scripts import read_lua
 
 __all__ = [
@@ -31,8 +32,6 @@ __all__ = [
     "is_superseded",
 ]
 
-LOCK_PREFIX: Final = "cards:customer-lock:"
-NEWEST_PREFIX: Final = "cards:customer-newest:"
 #: The newest-request record outlives the oldest job that may still be compared with it.
 RECORD_SLACK_SECONDS: Final = 3600
 
@@ -44,19 +43,17 @@ _LEAVE_LUA: Final = read_lua("worker", "customer_leave.lua")
 
 @dataclass(frozen=True)
 class AppliedRequest:
-    """The newest request applied to a customer: when it was made, and its job."""
+    """The newest request applied to a customer: when it was made, its job, the card it set."""
 
     requested_at: float
     job_id: str
+    #: Kept so that a batch-api migration can re-apply a newer live request.
+    source: str = ""
 
 
 #: What entering a customer gives: the lock's token (None: another job holds it) and
 #: the newest request applied to the customer so far.
 Entry = tuple[str | None, AppliedRequest | None]
-
-
-def customer_key(customer: str, account: str | None) -> str:
-    return f"{account or '-'}:{customer}"
 
 
 def is_superseded(requested_at: float, job_id: str, newest: AppliedRequest | None) -> bool:
@@ -91,20 +88,20 @@ class CustomerGuard:
         """Take the customer's lock: (a token proving it, or None if another job holds it)
         and the newest request applied to the customer so far."""
         token = secrets.token_hex(8)
-        return _entry(token, self._enter(keys=_keys(key), args=self._enter_args(token)))
+        return _entry(token, self._enter(keys=ordering_keys(key), args=self._enter_args(token)))
 
     def enter_many(self, keys: Sequence[str]) -> list[Entry]:
         """:meth:`enter` for each of several customers (distinct keys), in one round trip."""
         tokens = [secrets.token_hex(8) for _ in keys]
         with self._redis.pipeline(transaction=False) as pipe:
             for key, token in zip(keys, tokens, strict=True):
-                self._enter(keys=_keys(key), args=self._enter_args(token), client=pipe)
+                self._enter(keys=ordering_keys(key), args=self._enter_args(token), client=pipe)
             answers = pipe.execute()
         return [_entry(token, answer) for token, answer in zip(tokens, answers, strict=True)]
 
     def leave(self, key: str, token: str, applied: AppliedRequest | None = None) -> None:
         """Record ``applied`` as the customer's newest request, then release the lock."""
-        self._leave(keys=_keys(key), args=self._leave_args(token, applied))
+        self._leave(keys=ordering_keys(key), args=self._leave_args(token, applied))
 
     def leave_many(self, leaves: Sequence[tuple[str, str, AppliedRequest | None]]) -> None:
         """:meth:`leave` for each (key, token, applied), in one round trip."""
@@ -112,7 +109,8 @@ class CustomerGuard:
             return
         with self._redis.pipeline(transaction=False) as pipe:
             for key, token, applied in leaves:
-                self._leave(keys=_keys(key), args=self._leave_args(token, applied), client=pipe)
+                args = self._leave_args(token, applied)
+                self._leave(keys=ordering_keys(key), args=args, client=pipe)
             pipe.execute()
 
     def _enter_args(self, token: str) -> list[str | int]:
@@ -124,11 +122,8 @@ class CustomerGuard:
             repr(applied.requested_at) if applied else "",
             applied.job_id if applied else "",
             int(self.max_job_age_seconds + RECORD_SLACK_SECONDS),
+            applied.source if applied else "",
         ]
-
-
-def _keys(key: str) -> list[str]:
-    return [LOCK_PREFIX + key, NEWEST_PREFIX + key]
 
 
 def _entry(token: str, answer: list[Any]) -> Entry:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import stripe
 
+from producers.migrate.batch_errors import BatchJobRefused, FileTransferFailed
 from producers.migrate.batch_format import (
     ENDPOINT,
     UPLOAD_METHOD,
@@ -33,14 +34,6 @@ __all__ = ["BatchJobRefused", "BatchJobsClient", "FileTransferFailed"]
 BATCH_JOBS: Final = "/v2/core/batch_jobs"
 #: Bytes per chunk of the streamed upload.
 CHUNK_BYTES: Final = 1 << 20
-
-
-class BatchJobRefused(Exception):
-    """Stripe refused a batch-job call (create, retrieve, cancel); says Stripe's message."""
-
-
-class FileTransferFailed(Exception):
-    """The upload or the output download did not go through (expired URL, network)."""
 
 
 class BatchJobsClient:

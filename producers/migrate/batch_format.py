@@ -20,6 +20,7 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "UPLOAD_METHOD",
     "LineResult",
+    "customer_update",
     "download_url",
     "input_line",
     "read_result",
@@ -42,11 +43,19 @@ def input_line(
     line = {
         "id": line_id,
         "path_params": {"customer": customer},
-        "params": {"default_source": default_source},
+        "params": customer_update(default_source),
         "stripe_version": stripe_version,
         "context": account,
     }
     return json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+
+def customer_update(default_source: str) -> dict[str, Any]:
+    """The customer update's params, as JSON: a ``pm_`` id is the invoices' default
+    payment method, anything else the default source (as the worker's call). (Pure.)"""
+    if default_source.startswith("pm_"):
+        return {"invoice_settings": {"default_payment_method": default_source}}
+    return {"default_source": default_source}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,8 @@ class LineResult:
     status: int | None
     #: Stripe's message for a failed line; None when it succeeded.
     message: str | None
+    #: Stripe's error code for a failed line (``resource_missing``, …), when it gives one.
+    code: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -79,13 +90,18 @@ def read_result(raw: bytes | str) -> LineResult:
         return LineResult(None, None, "unreadable result line from Stripe")
     if 200 <= status < 300:
         return LineResult(str(line_id), status, None)
-    return LineResult(str(line_id), status, _error_message(line.get("response")))
+    message, code = _error(line.get("response"))
+    return LineResult(str(line_id), status, message, code)
 
 
-def _error_message(response: Any) -> str:
+def _error(response: Any) -> tuple[str, str | None]:
     error = response.get("error") if isinstance(response, Mapping) else None
-    message = error.get("message") if isinstance(error, Mapping) else None
-    return str(message) if message else "Stripe gave no message"
+    if not isinstance(error, Mapping):
+        return "Stripe gave no message", None
+    message, code = error.get("message"), error.get("code")
+    return (str(message) if message else "Stripe gave no message"), (
+        str(code) if isinstance(code, str) and code else None
+    )
 
 
 def upload_url(job: Mapping[str, Any]) -> str:

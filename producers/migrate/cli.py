@@ -1,8 +1,10 @@
 """``cards migrate``: the Typer sub-app (``run``, ``status``, ``resume``, ``list``).
 
 ``run`` checks the file and the migration's identity, scans the file
-(:mod:`producers.migrate.scan`), sends its rows (:mod:`producers.migrate.send`)
-and prints a summary; ``resume`` runs a recorded migration again from its file.
+(:mod:`producers.migrate.scan`), sends its rows (:mod:`producers.migrate.send`, or
+first through Stripe's Batch Jobs API with ``--engine batch-api``:
+:mod:`producers.migrate.batch_engine`) and prints a summary; ``resume`` runs a
+recorded migration again from its file; ``cancel`` cancels its batch jobs.
 Errors about the input raise :class:`MigrationInputError` (exit code 2); Redis
 errors exit 4 (:func:`producers.cli_errors.guarded`); Ctrl-C exits 130 and
 prints ``cards migrate resume ID``.
@@ -17,13 +19,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
 import typer
 
 from cards.jobs import CHECK_TASK_NAME, MAX_JOB_ID_LENGTH, TASK_NAME, check_job_id
 from cards.migration_records import MigrationRecord, MigrationState, migration_state
+from cards.results import ResultBackend
 from cards.settings import get_settings
 from producers.cli_errors import (
     EXIT_BAD_INPUT,
@@ -33,13 +37,17 @@ from producers.cli_errors import (
     fail,
     guarded,
 )
-from producers.client import check_connections
+from producers.client import check_connections, producer_app
+from producers.migrate.batch_errors import BatchCanceled, BatchJobRefused, FileTransferFailed
 from producers.migrate.progress import BarProgress, LogProgress, MigrationProgress
 from producers.migrate.report import default_report_path
 from producers.migrate.scan import FileFormat, Row, UnreadableFile, format_for, scan
 from producers.migrate.send import DEFAULT_WINDOW, INTERRUPTED, Migration, default_migration_id
-from producers.migrate.store import migration_store
+from producers.migrate.store import MigrationStore, migration_store
 from producers.queues import queue_depth, queue_readers
+
+if TYPE_CHECKING:
+    from producers.migrate.batch_client import BatchJobsClient
 
 __all__ = ["MigrationInputError", "app", "status_hint"]
 
@@ -53,14 +61,22 @@ class MigrationInputError(ValueError):
     """The file, the format or the migration id cannot be used."""
 
 
+class Engine(StrEnum):
+    """How a migration's rows reach Stripe."""
+
+    ROWS = "rows"
+    BATCH_API = "batch-api"
+
+
 def _print_invalid(row: Row) -> None:
     typer.echo(f"line {row.line}: {row.problem}", err=True)
 
 
 def _summary(record: MigrationRecord) -> str:
+    superseded = f", {record.superseded} superseded" if record.superseded else ""
     return (
         f"migration {record.id}: {record.rows} rows, {record.done} done, "
-        f"{record.failed} failed, {record.invalid} invalid"
+        f"{record.failed} failed, {record.invalid} invalid{superseded}"
     )
 
 
@@ -147,6 +163,7 @@ def _migrate(
     quiet: bool,
     dry_run: bool = False,
     expected_sha256: str | None = None,
+    engine: Engine = Engine.ROWS,
 ) -> int:
     if not path.is_file():
         raise MigrationInputError(f"{path} is not a readable file")
@@ -171,6 +188,19 @@ def _migrate(
         raise MigrationInputError(
             f"migration {chosen_id} was started from a different file; use another --id"
         )
+    if existing is not None and existing.engine != engine:
+        raise MigrationInputError(
+            f"migration {chosen_id} was started with --engine {existing.engine}; "
+            f"continue it with: {_resume_hint(chosen_id)}"
+        )
+    client: BatchJobsClient | None = None
+    if engine is Engine.BATCH_API and not dry_run:
+        from producers.migrate.batch_engine import batch_client
+
+        try:
+            client = batch_client()
+        except ValueError as exc:
+            raise MigrationInputError(str(exc)) from None
     report_path = report or (
         Path(existing.report) if existing else default_report_path(path, dry_run=dry_run)
     )
@@ -189,6 +219,7 @@ def _migrate(
         report=str(report_path.resolve()),
         rows=scanned.rows,
         valid=scanned.valid,
+        engine=engine.value,
     )
     resumed = "resuming" if existing else "starting"
     typer.echo(
@@ -199,30 +230,69 @@ def _migrate(
     progress: MigrationProgress = view(
         chosen_id, scanned.rows, record.finished, record.failed + record.invalid
     )
+    fresh = existing is None
     try:
-        if record.finished < record.rows:
-            _warn_without_readers(get_settings().bulk_queue)
         with progress, _ctrl_c_always_stops():
-            final = Migration(
-                record,
-                path,
-                chosen,
-                window=window,
-                progress=progress,
-                store=store,
-                task_name=CHECK_TASK_NAME if dry_run else TASK_NAME,
-            ).run(fresh=existing is None)
+            batch = None
+            if engine is Engine.BATCH_API:
+                from producers.migrate.batch_engine import BatchEngine
+
+                batch = BatchEngine(
+                    record, path, chosen, store=store, progress=progress, client=client
+                )
+                batch.run(fresh=fresh, send=not dry_run)
+                record, fresh = _current(store, chosen_id), False
+            if engine is Engine.ROWS or record.finished < record.rows:
+                # The per-row engine: every row, or what the batch jobs left.
+                _warn_without_readers(get_settings().bulk_queue)
+                Migration(
+                    record,
+                    path,
+                    chosen,
+                    window=window,
+                    progress=progress,
+                    store=store,
+                    task_name=CHECK_TASK_NAME if dry_run else TASK_NAME,
+                ).run(fresh=fresh)
+            if batch is not None and batch.reapplied:
+                failed = batch.wait_reapplied(
+                    ResultBackend(producer_app()), lambda text: typer.echo(text, err=True)
+                )
+                typer.echo(
+                    f"{len(batch.reapplied)} newer live requests applied again after the "
+                    f"batch jobs ({failed} failed)"
+                )
+            store.complete(chosen_id)
+            final = _current(store, chosen_id)
     except KeyboardInterrupt:
-        store.interrupt(chosen_id)
-        typer.echo(
-            f"interrupted: migration {chosen_id} stopped; what finished is kept, "
-            f"continue with: {_resume_hint(chosen_id)}",
-            err=True,
-        )
-        return EXIT_INTERRUPTED
+        return _stopped(store, chosen_id, "interrupted: migration")
+    except BatchCanceled as exc:
+        return _stopped(store, chosen_id, f"canceled ({exc}): migration")
+    except (BatchJobRefused, FileTransferFailed) as exc:
+        _stopped(store, chosen_id, f"Stripe's Batch Jobs API failed ({exc}): migration")
+        return EXIT_FAILED
+    finally:
+        if client is not None:
+            client.close()
     typer.echo(("dry run, nothing written: " if dry_run else "") + _summary(final))
     typer.echo(f"report: {final.report}")
     return EXIT_FAILED if final.failed or final.invalid else EXIT_OK
+
+
+def _current(store: MigrationStore, migration_id: str) -> MigrationRecord:
+    record = store.get(migration_id)
+    assert record is not None
+    return record
+
+
+def _stopped(store: MigrationStore, migration_id: str, why: str) -> int:
+    store.interrupt(migration_id)
+    typer.echo(
+        f"{why} {migration_id} stopped; what finished is kept, "
+        f"continue with: {_resume_hint(migration_id)}",
+        err=True,
+    )
+    return EXIT_INTERRUPTED
 
 
 @contextmanager
@@ -280,7 +350,42 @@ def _resume(migration_id: str, *, window: int, quiet: bool) -> int:
         quiet=quiet,
         dry_run=dry,
         expected_sha256=record.sha256,
+        engine=Engine(record.engine),
     )
+
+
+def _cancel(migration_id: str) -> int:
+    record = _existing(migration_id)
+    if record.engine != Engine.BATCH_API:
+        raise MigrationInputError(
+            f"migration {migration_id} runs on the bulk queue, not in batch jobs; "
+            "stop its producer with Ctrl-C"
+        )
+    jobs = migration_store().batch_jobs(record.id)
+    if not jobs:
+        typer.echo(f"migration {migration_id}: no batch job is running")
+        return EXIT_OK
+    from producers.migrate.batch_engine import batch_client
+
+    try:
+        client = batch_client()
+    except ValueError as exc:
+        raise MigrationInputError(str(exc)) from None
+    code = EXIT_OK
+    try:
+        for account, (job_id, _) in sorted(jobs.items()):
+            try:
+                status = client.cancel(job_id)["status"]
+            except BatchJobRefused as exc:
+                typer.echo(f"batch job {job_id} ({account}): {exc}", err=True)
+                code = EXIT_FAILED
+                continue
+            typer.echo(f"batch job {job_id} ({account}): {status}")
+    finally:
+        client.close()
+    migration_store().interrupt(record.id)
+    typer.echo(f"what finished is kept; send the rest again with: {_resume_hint(record.id)}")
+    return code
 
 
 # --- the sub-app ------------------------------------------------------------------------------
@@ -339,6 +444,13 @@ def run(
             "has the card; write nothing.",
         ),
     ] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="rows: jobs on the bulk queue. batch-api (preview): Stripe's Batch Jobs "
+            "API, newest row per customer, the rest superseded; needs STRIPE_API_KEY here.",
+        ),
+    ] = Engine.ROWS,
 ) -> None:
     """Migrate a file: each valid row a job on the bulk queue, at most --window in flight.
 
@@ -356,6 +468,7 @@ def run(
             validate_only=validate_only,
             quiet=quiet,
             dry_run=dry_run,
+            engine=engine,
         )
     )
 
@@ -372,6 +485,12 @@ def resume(
 ) -> None:
     """Continue a migration from its file; finished rows are skipped. Exit codes as `run`'s."""
     _exit_with(lambda: _resume(migration_id, window=window, quiet=quiet))
+
+
+@app.command("cancel")
+def cancel(migration_id: MigrationId) -> None:
+    """Cancel a batch-api migration's running batch jobs; `resume` sends the rest again."""
+    _exit_with(lambda: _cancel(migration_id))
 
 
 @app.command("list")

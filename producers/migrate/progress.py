@@ -4,7 +4,8 @@ The migration only calls :meth:`MigrationProgress.update` with its counts; it
 does not know which view it has. The bar (rich) shows done, failed (failed or
 invalid rows, the summary's two counts added), rate and ETA on stderr;
 ``--quiet`` prints one line every ``LOG_EVERY_SECONDS`` instead. Both start
-from the counts a resumed migration already had.
+from the counts a resumed migration already had; :meth:`MigrationProgress.note`
+shows a batch job's state (on the bar, or as a line when it changes).
 
 Parameters:
     LOG_EVERY_SECONDS: how often the quiet view prints a line.
@@ -38,6 +39,9 @@ class MigrationProgress(Protocol):
 
     def update(self, finished: int, failed: int) -> None:
         """``finished`` rows of the total (done, failed or invalid), ``failed`` of them not done."""
+
+    def note(self, text: str) -> None:
+        """What the migration waits on now (a batch job's state and counts)."""
 
 
 class _View:
@@ -97,10 +101,13 @@ class BarProgress(_View):
             _rate_column(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
             console=Console(stderr=True),
             transient=False,
         )
-        self._task = self._progress.add_task(migration_id, total=total, failed=already_failed)
+        self._task = self._progress.add_task(
+            migration_id, total=total, failed=already_failed, note=""
+        )
         self._already = already
 
     def _start(self) -> None:
@@ -115,6 +122,9 @@ class BarProgress(_View):
     def update(self, finished: int, failed: int) -> None:
         self._progress.update(self._task, completed=finished, failed=failed)
 
+    def note(self, text: str) -> None:
+        self._progress.update(self._task, note=text)
+
 
 class LogProgress(_View):
     """One line on stderr every few seconds, and one at the end."""
@@ -127,6 +137,7 @@ class LogProgress(_View):
         self._last_log = self._started
         self._finished = already
         self._failed = already_failed
+        self._note = ""
 
     def _stop(self) -> None:
         self._log()
@@ -135,6 +146,12 @@ class LogProgress(_View):
         self._finished, self._failed = finished, failed
         if time.monotonic() - self._last_log >= LOG_EVERY_SECONDS:
             self._log()
+
+    def note(self, text: str) -> None:
+        if text != self._note:
+            self._note = text
+            if text:
+                typer.echo(f"migration {self._id}: {text}", err=True)
 
     def _log(self) -> None:
         self._last_log = time.monotonic()

@@ -38,6 +38,7 @@ __all__ = [
     "ScanResult",
     "Tally",
     "UnreadableFile",
+    "check_file",
     "check_rows",
     "format_for",
     "open_rows",
@@ -236,6 +237,9 @@ def read_rows(stream: TextIO, file_format: FileFormat) -> Iterator[Row]:
 OnInvalid = Callable[[Row], None]
 #: Gets each valid row's own job_id, with the row's line.
 OnJobId = Callable[[str, int], None]
+#: Gets each valid row's line and its fields: userId, default_source, and job_id and
+#: stripe_account when given (never empty).
+OnValid = Callable[[int, dict[str, str]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,14 +250,28 @@ class Tally:
     valid: int
 
 
-def _settle(row: Row, on_invalid: OnInvalid | None, on_job_id: OnJobId | None) -> int:
+@dataclass(frozen=True, slots=True)
+class _Hooks:
+    on_invalid: OnInvalid | None
+    on_job_id: OnJobId | None
+    on_valid: OnValid | None
+
+
+def _settle(row: Row, hooks: _Hooks) -> int:
     """Hand a fully read row on; 1 if it is valid."""
     if row.job is None:
-        if on_invalid is not None:
-            on_invalid(row)
+        if hooks.on_invalid is not None:
+            hooks.on_invalid(row)
         return 0
-    if row.job.job_id is not None and on_job_id is not None:
-        on_job_id(row.job.job_id, row.line)
+    if row.job.job_id is not None and hooks.on_job_id is not None:
+        hooks.on_job_id(row.job.job_id, row.line)
+    if hooks.on_valid is not None:
+        fields = {"userId": row.job.userId, "default_source": row.job.default_source}
+        if row.job.job_id:
+            fields["job_id"] = row.job.job_id
+        if row.job.stripe_account:
+            fields["stripe_account"] = row.job.stripe_account
+        hooks.on_valid(row.line, fields)
     return 1
 
 
@@ -281,7 +299,7 @@ def _quick_csv(names: list[str]) -> Callable[[list[str]], bool]:
     return check
 
 
-def _check_csv(stream: TextIO, on_invalid: OnInvalid | None, on_job_id: OnJobId | None) -> Tally:
+def _check_csv(stream: TextIO, hooks: _Hooks) -> Tally:
     reader, names = _csv_header(stream)
     quick = _quick_csv(names)
     at_job_id = names.index("job_id") if "job_id" in names else None
@@ -295,21 +313,24 @@ def _check_csv(stream: TextIO, on_invalid: OnInvalid | None, on_job_id: OnJobId 
             if quick(values):
                 rows += 1
                 valid += 1
-                if at_job_id is not None and values[at_job_id] and on_job_id is not None:
-                    on_job_id(values[at_job_id], line)
+                if at_job_id is not None and values[at_job_id] and hooks.on_job_id is not None:
+                    hooks.on_job_id(values[at_job_id], line)
+                if hooks.on_valid is not None:
+                    # Empty columns are "not given", as in _row.
+                    hooks.on_valid(line, {n: v for n, v in zip(names, values, strict=True) if v})
                 continue
             row = _csv_record(line, values, names)
             if row is not None:
                 rows += 1
-                valid += _settle(row, on_invalid, on_job_id)
+                valid += _settle(row, hooks)
     except csv.Error as exc:
         # As in _csv_rows: the rest of the file cannot be trusted.
         rows += 1
-        _settle(_csv_unreadable(consumed + 1, exc), on_invalid, on_job_id)
+        _settle(_csv_unreadable(consumed + 1, exc), hooks)
     return Tally(rows, valid)
 
 
-def _check_jsonl(stream: TextIO, on_invalid: OnInvalid | None, on_job_id: OnJobId | None) -> Tally:
+def _check_jsonl(stream: TextIO, hooks: _Hooks) -> Tally:
     rows = valid = 0
     for line, text in enumerate(stream, start=1):
         try:
@@ -320,13 +341,15 @@ def _check_jsonl(stream: TextIO, on_invalid: OnInvalid | None, on_job_id: OnJobI
             # All strings, so the row's fields are the object itself.
             rows += 1
             valid += 1
-            if "job_id" in value and on_job_id is not None:
-                on_job_id(value["job_id"], line)
+            if "job_id" in value and hooks.on_job_id is not None:
+                hooks.on_job_id(value["job_id"], line)
+            if hooks.on_valid is not None:
+                hooks.on_valid(line, value)
             continue
         row = _jsonl_record(line, text)
         if row is not None:
             rows += 1
-            valid += _settle(row, on_invalid, on_job_id)
+            valid += _settle(row, hooks)
     return Tally(rows, valid)
 
 
@@ -336,16 +359,19 @@ def check_rows(
     *,
     on_invalid: OnInvalid | None = None,
     on_job_id: OnJobId | None = None,
+    on_valid: OnValid | None = None,
 ) -> Tally:
     """Count the stream's rows and valid rows, each decided as :func:`read_rows` decides it.
 
     ``on_invalid`` gets every invalid row as :func:`read_rows` gives it (same line,
     same problem), in file order; ``on_job_id`` gets every valid row's own
-    ``job_id`` with its line. :class:`UnreadableFile` as for :func:`read_rows`.
+    ``job_id`` with its line; ``on_valid`` every valid row's line and fields.
+    :class:`UnreadableFile` as for :func:`read_rows`.
     """
+    hooks = _Hooks(on_invalid, on_job_id, on_valid)
     if file_format is FileFormat.CSV:
-        return _check_csv(stream, on_invalid, on_job_id)
-    return _check_jsonl(stream, on_invalid, on_job_id)
+        return _check_csv(stream, hooks)
+    return _check_jsonl(stream, hooks)
 
 
 # --- the file: hashed and counted, then read for sending ---------------------------------------
@@ -383,6 +409,17 @@ def _rows(path: Path, file_format: FileFormat, stream: TextIO) -> Iterator[Row]:
         yield from read_rows(stream, file_format)
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
+
+
+def check_file(
+    path: Path, file_format: FileFormat, on_invalid: OnInvalid, on_valid: OnValid
+) -> Tally:
+    """:func:`check_rows` over a file, streamed."""
+    with path.open("rb", buffering=READ_BLOCK) as raw:
+        try:
+            return check_rows(_text(raw), file_format, on_invalid=on_invalid, on_valid=on_valid)
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
 
 
 @contextmanager

@@ -82,7 +82,9 @@ def outcome_of(meta: Mapping[str, Any] | None) -> tuple[LineOutcome, str, str] |
             return LineOutcome.DONE, str(envelope.get("message", "")), ""
         data = envelope.get("data")
         kind = str(data.get("kind", "")) if isinstance(data, dict) else ""
-        return LineOutcome.FAILED, str(envelope.get("message", "")), kind
+        # A newer request for the customer won: the row is not a failure.
+        outcome = LineOutcome.SUPERSEDED if kind == "superseded" else LineOutcome.FAILED
+        return outcome, str(envelope.get("message", "")), kind
     return LineOutcome.FAILED, f"job ended abnormally (state {meta['status']})", "internal"
 
 

@@ -2,7 +2,9 @@
 
 ``cards:migration:<id>`` (hash) holds the file's facts, the report's path, the
 counts and ``sent_through`` (no line above it was ever sent);
-``cards:migration:<id>:lines`` (bitmap) has a bit per finished line. A line is
+``cards:migration:<id>:lines`` (bitmap) has a bit per finished line; a batch-api
+migration keeps its running Stripe batch job per account as ``batch_job:<account>``
+(``<job id> <start>``). A line is
 finished at most once: its bit and its count change together in one Lua script
 (``lua/finish.lua``). Both keys expire ``RECORD_TTL_SECONDS`` after the last
 change. :func:`migration_state` (pure) reads a record's state. Keys and states
@@ -27,7 +29,10 @@ from cards.migration_records import (
 from cards.results import ResultBackend
 from producers.client import producer_app
 
-__all__ = ["MigrationStore", "migration_store"]
+__all__ = ["BATCH_JOB_FIELD", "MigrationStore", "migration_store"]
+
+#: A batch-api migration's running batch job for one account: ``batch_job:<account>``.
+BATCH_JOB_FIELD = "batch_job:"
 
 
 class MigrationStore:
@@ -58,6 +63,7 @@ class MigrationStore:
         report: str,
         rows: int,
         valid: int,
+        engine: str = "rows",
     ) -> MigrationRecord:
         """Create the record, or refresh a resumed one's file facts; counts are kept."""
         record_key, lines_key = self._keys(migration_id)
@@ -71,6 +77,7 @@ class MigrationStore:
                 "format": file_format,
                 "sha256": sha256,
                 "report": report,
+                "engine": engine,
                 "rows": rows,
                 "valid": valid,
                 "updated_at": now,
@@ -106,6 +113,33 @@ class MigrationStore:
         if len(args) == 2:
             return 0
         return int(self._finish(keys=list(self._keys(migration_id)), args=args))
+
+    def finished_bitmap(self, migration_id: str) -> bytes:
+        """The bitmap of finished lines (bit n: line n), in one round trip."""
+        return cast(bytes | None, self._redis.get(self._keys(migration_id)[1])) or b""
+
+    def now(self) -> float:
+        """Redis's clock, the one the worker's newest-request records use."""
+        seconds, micros = self._redis.time()
+        return seconds + micros / 1e6
+
+    def batch_jobs(self, migration_id: str) -> dict[str, tuple[str, float]]:
+        """The running batch job of each account: (job id, its start on Redis's clock)."""
+        raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys(migration_id)[0]))
+        jobs = {}
+        for field, value in raw.items():
+            name = field.decode()
+            if name.startswith(BATCH_JOB_FIELD):
+                job_id, _, since = value.decode().partition(" ")
+                jobs[name.removeprefix(BATCH_JOB_FIELD)] = (job_id, float(since or 0))
+        return jobs
+
+    def set_batch_job(self, migration_id: str, account: str, job_id: str, since: float) -> None:
+        key = self._keys(migration_id)[0]
+        self._redis.hset(key, BATCH_JOB_FIELD + account, f"{job_id} {since!r}")
+
+    def clear_batch_job(self, migration_id: str, account: str) -> None:
+        self._redis.hdel(self._keys(migration_id)[0], BATCH_JOB_FIELD + account)
 
     def complete(self, migration_id: str) -> None:
         self._redis.hset(self._keys(migration_id)[0], "completed_at", time.time())

@@ -143,7 +143,7 @@ def test_the_upload_url_expires_and_the_job_ends_upload_timeout(
 def test_a_lost_upload_is_answered_but_the_job_never_starts(
     emulator: EmulatorProcess, admin: EmulatorAdmin
 ) -> None:
-    admin.configure(batch_lose_uploads=True, batch_upload_ttl_seconds=1.0)
+    admin.configure(batch_lose_uploads=1, batch_upload_ttl_seconds=1.0)
     [customer] = admin.seed(1)
     job = create(emulator.url).json()
     assert httpx.put(job["upload_url"]["url"], content=line(customer, 0)).status_code == 200

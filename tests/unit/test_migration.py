@@ -166,6 +166,13 @@ def test_the_window_holds_at_most_its_capacity() -> None:
             (LineOutcome.FAILED, "no", "not_attached"),
         ),
         (
+            {
+                "status": "SUCCESS",
+                "result": {"status": False, "message": "newer", "data": {"kind": "superseded"}},
+            },
+            (LineOutcome.SUPERSEDED, "newer", "superseded"),
+        ),
+        (
             {"status": "FAILURE", "result": {"exc_type": "X"}},
             (LineOutcome.FAILED, "job ended abnormally (state FAILURE)", "internal"),
         ),

@@ -71,7 +71,7 @@ class CustomerOrder(Step):
         call.customer_hold = None
         applied = None
         if isinstance(outcome, dict) and outcome["status"]:
-            applied = AppliedRequest(requested_at, call.job_id)
+            applied = AppliedRequest(requested_at, call.job_id, call.job.default_source)
         try:
             self.guard.leave(key, token, applied)
         except redis.RedisError:
