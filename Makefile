@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run run-rabbitmq test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-replication bench-gateway fleet-simulation chaos-rabbitmq bench-brokers test-rabbitmq clean
+.PHONY: venv run run-rabbitmq test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p6 bench-replication bench-gateway fleet-simulation chaos-rabbitmq bench-brokers test-rabbitmq clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,7 +73,7 @@ bench: venv
 bench-live: venv
 	$(BIN)/python -m bench.live
 
-## bench-p1 … bench-p5: the migration benchmarks of BENCHMARKS.md, each at full size.
+## bench-p1 … bench-p6: the migration benchmarks of BENCHMARKS.md, each at full size.
 bench-p1: venv
 	$(BIN)/python -m bench.p1
 
@@ -88,6 +88,10 @@ bench-p4: venv
 
 bench-p5: venv
 	$(BIN)/python -m bench.p5_file
+
+## bench-p6: a 1,000,000-row migration through the batch-api engine (Stripe's Batch Jobs API).
+bench-p6: venv
+	$(BIN)/python -m bench.p6_batch
 
 ## bench-brokers: E2E and P1 on RabbitMQ (quorum queues) against Redis, in one run.
 bench-brokers: venv

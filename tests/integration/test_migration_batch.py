@@ -20,7 +20,15 @@ import pytest
 import redis
 from celery import Celery
 
-from harness.processes import BIN, BULK_POOL, CeleryWorker, RedisServer, run_worker, wait_for
+from harness.processes import (
+    BIN,
+    BULK_POOL,
+    REPO_ROOT,
+    CeleryWorker,
+    RedisServer,
+    run_worker,
+    wait_for,
+)
 from producers.migrate.store import BATCH_JOB_FIELD
 from stripe_emulator.process import EmulatorProcess
 from tests.emulator.conftest import SDK_HTTPX_WARNING
@@ -394,3 +402,46 @@ def _live_sender(env: dict[str, str]) -> Any:
         app.send_task("cards.set_default_card", kwargs=kwargs, queue="cards")
 
     return send
+
+
+def readme_batch_commands() -> list[str]:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("### The batch-api engine (preview)", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_batch_commands_run_as_printed(
+    redis_server: RedisServer,
+    emulator: EmulatorProcess,
+    workers: CeleryWorker,
+    tmp_path: Path,
+) -> None:
+    """Each command of the README's block, in a folder holding ``cards.csv``; the example
+    migration id is the one the first command printed."""
+    c = emulator.admin.seed(3, cards_per_customer=2)
+    write_csv(tmp_path / "cards.csv", [f"{x['id']},{x['cards'][1]}," for x in c])
+    commands = readme_batch_commands()
+    assert [command.split()[:3] for command in commands] == [
+        ["cards", "migrate", "run"],
+        ["cards", "migrate", "cancel"],
+        ["cards", "migrate", "resume"],
+    ]
+    printed_id = commands[1].split()[-1]
+    migration = None
+    for command in commands:
+        if migration is not None:
+            command = command.replace(printed_id, migration)
+        done = subprocess.run(
+            command.replace("cards ", f"{BIN / 'cards'} ", 1).split(),
+            env=env_for(redis_server, emulator),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        migration = migration or done.stdout.splitlines()[0].split()[1].rstrip(":")
+    assert "3 rows, 3 done" in done.stdout
+    for customer in c:
+        assert emulator.admin.get_customer(customer["id"])["default_source"] == customer["cards"][1]
