@@ -121,6 +121,8 @@ class Finished:
     peak_rss_kib: int
     stdout: str
     stderr_lines: int
+    #: CPU seconds (user + system) the process spent.
+    cpu_seconds: float = 0.0
 
 
 def run_to_end(
@@ -147,7 +149,12 @@ def run_to_end(
         stderr_lines = sum(1 for _ in err)
     # ru_maxrss is in KiB on Linux.
     return Finished(
-        process.returncode, seconds, int(usage.ru_maxrss), out_path.read_text(), stderr_lines
+        process.returncode,
+        seconds,
+        int(usage.ru_maxrss),
+        out_path.read_text(),
+        stderr_lines,
+        usage.ru_utime + usage.ru_stime,
     )
 
 

@@ -322,20 +322,13 @@ class BatchEngine:
         """Settle rows Stripe applied against live jobs; the rows that are finished."""
         if not applied:
             return []
-        with self._state.pipeline(transaction=False) as pipe:
-            for row in applied:
-                self._settle(
-                    keys=ordering_keys(customer_key(row.customer, row.stripe_account)),
-                    args=[
-                        repr(requested_at(self.record, row.line).timestamp()),
-                        self._fields(row)[2],
-                        row.source,
-                        repr(since),
-                        self._record_ttl,
-                    ],
-                    client=pipe,
-                )
-            answers = pipe.execute()
+        keys: list[str] = []
+        args: list[Any] = [repr(since), self._record_ttl]
+        for row in applied:
+            keys.extend(ordering_keys(customer_key(row.customer, row.stripe_account)))
+            at = requested_at(self.record, row.line).timestamp()
+            args.extend((repr(at), self._fields(row)[2], row.source))
+        answers = self._settle(keys=keys, args=args)  # one call for the whole slice
         finished = []
         for row, answer in zip(applied, answers, strict=True):
             action, newer = settle_action(answer)

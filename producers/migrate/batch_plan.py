@@ -1,7 +1,8 @@
 """A batch-api migration's plan: its valid rows in a temporary SQLite file.
 
 The file is read once into SQLite (``rows``: line, account, customer, card, own job
-id, superseded and finished flags), so memory stays flat however long the file is.
+id, the line that supersedes it), so memory stays flat however long the file is; a
+bitmap (a bit a line) says which lines need no batch job any more.
 A customer (per connected account) keeps only its last row: a later line is a newer
 request (:func:`producers.migrate.send.requested_at`), the others are superseded.
 Lines go to Stripe one account at a time, as JSONL in line order; results are mapped
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 from producers.migrate.batch_format import input_line
 from producers.migrate.scan import FileFormat, OnInvalid, Tally, check_file
@@ -29,6 +30,8 @@ __all__ = ["PLATFORM", "BatchPlan", "PlannedRow", "is_finished", "line_id", "lin
 PLATFORM: Final = "-"
 #: Rows written to SQLite per statement.
 INSERT_ROWS: Final = 10_000
+#: Looked-up lines spanning less than this many times their count are read as a range.
+RANGE_FACTOR: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ def line_of(migration_id: str, line_id_: str | None) -> int | None:
     return int(number)
 
 
-def is_finished(bitmap: bytes, line: int) -> bool:
+def is_finished(bitmap: bytes | bytearray, line: int) -> bool:
     """Bit ``line`` of a Redis bitmap (most significant bit first). (Pure.)"""
     byte = line >> 3
     return byte < len(bitmap) and bool(bitmap[byte] & (0x80 >> (line & 7)))
@@ -75,9 +78,10 @@ class BatchPlan:
             self._db.execute(f"PRAGMA {pragma}")
         self._db.execute(
             "CREATE TABLE rows (line INTEGER PRIMARY KEY, account TEXT NOT NULL, "
-            "customer TEXT NOT NULL, source TEXT NOT NULL, job_id TEXT, "
-            "superseded_by INTEGER, finished INTEGER NOT NULL DEFAULT 0)"
+            "customer TEXT NOT NULL, source TEXT NOT NULL, job_id TEXT, superseded_by INTEGER)"
         )
+        #: Lines that need no batch job (finished before, or handled since): bit n, line n.
+        self._done = bytearray()
 
     def __enter__(self) -> Self:
         return self
@@ -98,7 +102,8 @@ class BatchPlan:
     ) -> Tally:
         """Read the file's valid rows in (``finished``: the record's bitmap of finished
         lines); mark each customer's older rows superseded by its last one."""
-        pending: list[tuple[int, str, str, str, str | None, int]] = []
+        self._done = bytearray(finished)
+        pending: list[tuple[int, str, str, str, str | None]] = []
 
         def add(line: int, fields: dict[str, str]) -> None:
             pending.append(
@@ -108,7 +113,6 @@ class BatchPlan:
                     fields["userId"],
                     fields["default_source"],
                     fields.get("job_id"),
-                    int(is_finished(finished, line)),
                 )
             )
             if len(pending) >= INSERT_ROWS:
@@ -124,14 +128,13 @@ class BatchPlan:
             "WHERE line < (SELECT MAX(s.line) FROM rows s "
             "WHERE s.account = rows.account AND s.customer = rows.customer)"
         )
-        self._db.execute("CREATE INDEX by_account ON rows (account, superseded_by, finished, line)")
+        self._db.execute("CREATE INDEX by_account ON rows (account, superseded_by, line)")
         self._db.execute("COMMIT")
         return tally
 
-    def _insert(self, pending: list[tuple[int, str, str, str, str | None, int]]) -> None:
+    def _insert(self, pending: list[tuple[int, str, str, str, str | None]]) -> None:
         self._db.executemany(
-            "INSERT INTO rows (line, account, customer, source, job_id, finished) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO rows (line, account, customer, source, job_id) VALUES (?, ?, ?, ?, ?)",
             pending,
         )
         pending.clear()
@@ -142,20 +145,31 @@ class BatchPlan:
         """Unfinished rows that a later row of their customer supersedes, with that line."""
         query = (
             "SELECT line, account, customer, source, job_id, superseded_by FROM rows "
-            "WHERE superseded_by IS NOT NULL AND finished = 0 ORDER BY line"
+            "WHERE superseded_by IS NOT NULL ORDER BY line"
         )
         for line, account, customer, source, job_id, by in self._db.execute(query):
-            yield PlannedRow(line, account, customer, source, job_id), by
+            if not is_finished(self._done, line):
+                yield PlannedRow(line, account, customer, source, job_id), by
 
     def accounts(self) -> list[str]:
         """Accounts with unfinished, unsuperseded rows; the platform first."""
         found = [
             account
-            for (account,) in self._db.execute(
-                "SELECT DISTINCT account FROM rows WHERE superseded_by IS NULL AND finished = 0"
-            )
+            for (account,) in self._db.execute("SELECT DISTINCT account FROM rows")
+            if any(True for _ in self._pending(account))
         ]
         return sorted(found, key=lambda account: (account != PLATFORM, account))
+
+    def _pending(self, account: str) -> Iterator[tuple[int, str, str]]:
+        """The account's unsuperseded rows that need a batch job: (line, customer, card)."""
+        done = self._done
+        for line, customer, source in self._db.execute(
+            "SELECT line, customer, source FROM rows WHERE account = ? "
+            "AND superseded_by IS NULL ORDER BY line",
+            (account,),
+        ):
+            if not is_finished(done, line):
+                yield line, customer, source
 
     def write_lines(self, account: str, stripe_version: str) -> tuple[Path, int]:
         """The account's unfinished rows as a batch job's JSONL file; (file, lines)."""
@@ -163,11 +177,7 @@ class BatchPlan:
         context = None if account == PLATFORM else account
         count = 0
         with target.open("wb", buffering=1 << 20) as out:
-            for line, customer, source in self._db.execute(
-                "SELECT line, customer, source FROM rows WHERE account = ? "
-                "AND superseded_by IS NULL AND finished = 0 ORDER BY line",
-                (account,),
-            ):
+            for line, customer, source in self._pending(account):
                 out.write(
                     input_line(
                         line_id(self.migration_id, line), customer, source, context, stripe_version
@@ -178,24 +188,35 @@ class BatchPlan:
 
     def rows(self, lines: Sequence[int]) -> dict[int, PlannedRow]:
         """The rows at these lines (those that are in the plan)."""
-        found: dict[int, PlannedRow] = {}
-        for line, account, customer, source, job_id in self._db.execute(
-            "SELECT line, account, customer, source, job_id FROM rows "
-            "WHERE line IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(lines)),),
-        ):
-            found[line] = PlannedRow(line, account, customer, source, job_id)
-        return found
+        if not lines:
+            return {}
+        low, high = min(lines), max(lines)
+        if high - low < RANGE_FACTOR * len(lines):
+            # Results in about file order (the usual case): one range scan.
+            wanted = set(lines)
+            query = self._db.execute(
+                "SELECT line, account, customer, source, job_id FROM rows "
+                "WHERE line BETWEEN ? AND ?",
+                (low, high),
+            )
+            found: Iterable[Any] = (row for row in query if row[0] in wanted)
+        else:
+            found = self._db.execute(
+                "SELECT line, account, customer, source, job_id FROM rows "
+                "WHERE line IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(lines)),),
+            )
+        return {row[0]: PlannedRow(*row) for row in found}
 
     def mark_finished(self, lines: Iterable[int]) -> None:
         """These lines need no batch job any more (finished, or left to the per-row engine)."""
-        self._db.executemany("UPDATE rows SET finished = 1 WHERE line = ?", ((n,) for n in lines))
+        done = self._done
+        for line in lines:
+            byte = line >> 3
+            if byte >= len(done):
+                done.extend(bytes(byte + 1 - len(done) + (1 << 16)))
+            done[byte] |= 0x80 >> (line & 7)
 
     def unfinished(self, account: str) -> int:
         """How many of the account's rows still wait for a batch job."""
-        (count,) = self._db.execute(
-            "SELECT COUNT(*) FROM rows WHERE account = ? AND superseded_by IS NULL "
-            "AND finished = 0",
-            (account,),
-        ).fetchone()
-        return int(count)
+        return sum(1 for _ in self._pending(account))

@@ -122,6 +122,9 @@ def _status_view(record: MigrationRecord) -> dict[str, Any]:
         workers=readers,
         hint=status_hint(record, state, queue, readers),
     )
+    if record.engine == Engine.BATCH_API:
+        running = migration_store().batch_jobs(record.id)
+        view["batch_jobs"] = {account: job_id for account, (job_id, _) in running.items()}
     return view
 
 

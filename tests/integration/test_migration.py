@@ -149,6 +149,35 @@ def test_jsonl_rows_are_numbered_by_line(
     assert statuses == {1: "done", 3: "invalid", 4: "invalid"}
 
 
+def test_rows_of_connected_accounts_are_set_on_their_account(
+    redis_server: RedisServer,
+    emulator: EmulatorProcess,
+    bulk_worker: CeleryWorker,
+    bulk_db: int,
+    tmp_path: Path,
+) -> None:
+    [platform] = emulator.admin.seed(1, cards_per_customer=2)
+    [connected] = emulator.admin.seed(1, cards_per_customer=2, account="acct_1RowsEngine")
+    source = tmp_path / "accounts.jsonl"
+    rows = [
+        {"userId": platform["id"], "default_source": platform["cards"][1]},
+        {
+            "userId": connected["id"],
+            "default_source": connected["cards"][1],
+            "stripe_account": "acct_1RowsEngine",
+        },
+    ]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+    done = migrate(redis_server.url(bulk_db), "run", str(source), "--quiet")
+
+    assert done.returncode == 0, done.stderr
+    assert "2 rows, 2 done" in done.stdout
+    assert emulator.admin.get_customer(platform["id"])["default_source"] == platform["cards"][1]
+    stored = emulator.admin.get_customer(connected["id"], account="acct_1RowsEngine")
+    assert stored["default_source"] == connected["cards"][1]
+
+
 def test_validate_only_sends_nothing(
     redis_server: RedisServer, emulator: EmulatorProcess, bulk_db: int, tmp_path: Path
 ) -> None:

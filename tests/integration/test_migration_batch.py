@@ -260,8 +260,10 @@ def test_a_killed_batch_migration_resumes_from_its_stored_batch_job(
     first = producer.stdout.read() if producer.stdout else ""
     migration = first.splitlines()[0].split()[1].rstrip(":")
 
+    status = json.loads(migrate(redis_server, emulator, "status", migration).stdout)
     resumed = migrate(redis_server, emulator, "resume", migration, "--quiet")
 
+    assert status["engine"] == "batch-api" and status["batch_jobs"] == {"-": job_id}
     assert resumed.returncode == 0, resumed.stderr
     assert f"batch job {job_id}" in resumed.stderr  # polled, not created again
     assert "120 rows, 120 done" in resumed.stdout

@@ -119,7 +119,7 @@ SINCE = 2_000.0  # the batch job's start, on Redis's clock
 
 def settle(server: fakeredis.FakeRedis, key: str) -> tuple[str, tuple[float, str, str] | None]:
     script = server.register_script(read_lua("producers.migrate", "settle.lua"))
-    answer = script(keys=ordering_keys(key), args=[repr(ROW_AT), "m1:2", "card_row", SINCE, 3600])
+    [answer] = script(keys=ordering_keys(key), args=[SINCE, 3600, repr(ROW_AT), "m1:2", "card_row"])
     return settle_action(answer)
 
 
@@ -170,3 +170,17 @@ def test_the_worker_records_the_card_and_redis_time_it_applied() -> None:
     stored = server.hgetall(ordering_keys(key)[1])
     assert stored[b"source"] == b"card_9"
     assert float(stored[b"applied_at"]) > SINCE  # Redis's clock: now, in epoch seconds
+
+
+def test_one_settle_call_answers_each_customer_in_order() -> None:
+    server = fakeredis.FakeRedis()
+    keys = [customer_key(c, None) for c in ("cus_A", "cus_B", "cus_C")]
+    server.set(ordering_keys(keys[1])[0], "token")
+    record(server, keys[2], requested_at=ROW_AT + 1, job_id="live", source="card_live")
+    script = server.register_script(read_lua("producers.migrate", "settle.lua"))
+    flat = [k for key in keys for k in ordering_keys(key)]
+    args: list[object] = [SINCE, 3600]
+    for line in (2, 3, 4):
+        args += [repr(ROW_AT), f"m1:{line}", "card_row"]
+    answers = script(keys=flat, args=args)
+    assert [settle_action(a)[0] for a in answers] == ["recorded", "busy", "newer"]
