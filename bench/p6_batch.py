@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import httpx
 import redis
@@ -56,6 +56,7 @@ SEED_CHUNK: Final = 50_000
 API_KEY: Final = "sk_test_p6_benchmark_0123456789"
 WATCH_SECONDS: Final = 0.05
 RUN_TIMEOUT_SECONDS: Final = 3600.0
+LEDGER_TIMEOUT_SECONDS: Final = 600.0
 
 
 @dataclass
@@ -211,9 +212,9 @@ def run(rows: int, duplicates: int, lines_per_second: float, scratch: Path) -> F
         peak.join()
         watch.stop.set()
         watch.join()
-        if done.exit_code != 0:
-            print(done.stdout, file=sys.stderr)
-        ledger: dict[str, Any] = emulator.admin.ledger(events=False)
+        print(done.stdout.strip(), flush=True)
+        # A million customers' counts: a big answer, from a busy emulator.
+        ledger = emulator.admin.ledger(events=False, timeout=LEDGER_TIMEOUT_SECONDS)
     written = ledger["writes_applied_by_customer"]
     report_lines, statuses, once = check_report(Path(f"{source}.report.csv"), rows)
     stripe = watch.stripe_seconds()

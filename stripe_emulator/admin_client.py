@@ -123,9 +123,11 @@ class EmulatorAdmin:
     def clear_faults(self, customer: str | None = None) -> None:
         self._call("DELETE", "/faults", params={"customer": customer} if customer else None)
 
-    def ledger(self, *, events: bool = True, since: int = 0) -> dict[str, Any]:
+    def ledger(
+        self, *, events: bool = True, since: int = 0, timeout: float | None = None
+    ) -> dict[str, Any]:
         params = {"events": "1" if events else "0", "since": str(since)}
-        result: dict[str, Any] = self._call("GET", "/ledger", params=params)
+        result: dict[str, Any] = self._call("GET", "/ledger", params=params, timeout=timeout)
         return result
 
     def reset(self, data: bool = False, *, config: bool = False) -> None:

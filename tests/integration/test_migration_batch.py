@@ -144,7 +144,10 @@ def test_valid_invalid_superseded_failed_and_retryable_rows(
     ]
     assert rows[2]["message"].startswith("default card set by batch job batchv2_")
     assert rows[4]["message"] == "superseded by line 6, the newest row for this customer"
-    assert "No such source" in rows[5]["message"] or rows[5]["kind"] != "stripe_error"
+    assert rows[5]["message"] == (
+        f"Customer {c[2]['id']} does not have a linked source with ID {other['cards'][0]}."
+    )
+    assert rows[5]["kind"] == "resource_missing"
     assert rows[7]["message"] == "Método de pago actualizado con éxito"  # the per-row worker
     after = writes(emulator)
     for customer in (c[0], c[1], c[3]):
@@ -191,6 +194,37 @@ def test_jsonl_with_connected_accounts_runs_one_batch_job_per_account(
         stored = emulator.admin.get_customer(customer["id"], account="acct_1BatchFirst")
         assert stored["default_source"] == customer["cards"][1]
     assert set(report(tmp_path / "cards.jsonl.report.csv")) == {1, 2, 3, 4, 5}
+
+
+def test_without_a_stripe_key_or_with_another_engine_it_exits_2_and_sends_nothing(
+    redis_server: RedisServer, emulator: EmulatorProcess, workers: CeleryWorker, tmp_path: Path
+) -> None:
+    [customer] = emulator.admin.seed(1, cards_per_customer=2)
+    source = write_csv(tmp_path / "nokey.csv", [f"{customer['id']},{customer['cards'][1]},"])
+    env = {k: v for k, v in env_for(redis_server, emulator).items() if k != "STRIPE_API_KEY"}
+    before = emulator.admin.ledger(events=False)["writes_applied_total"]
+    command = [str(BIN / "cards"), "migrate", "run", str(source), "--engine", "batch-api"]
+
+    no_key = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    rows_first = migrate(redis_server, emulator, "run", str(source), "--validate-only")
+    started = subprocess.run(
+        [str(BIN / "cards"), "migrate", "run", str(source), "--dry-run", "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    switched = migrate(
+        redis_server, emulator, "run", str(source), "--dry-run", "--engine", "batch-api"
+    )
+
+    assert no_key.returncode == 2, no_key.stderr
+    assert "set STRIPE_API_KEY" in no_key.stderr and "Traceback" not in no_key.stderr
+    assert rows_first.returncode == 0
+    assert started.returncode in (0, 1), started.stderr  # a rows dry run, recorded
+    assert switched.returncode == 2, switched.stderr
+    assert "was started with --engine rows" in switched.stderr
+    assert emulator.admin.ledger(events=False)["writes_applied_total"] == before
 
 
 def test_validate_only_and_dry_run_create_no_batch_job_and_write_nothing(
