@@ -41,7 +41,7 @@ import redis
 from bench.p5_measure import run_to_end
 from bench.support import machine_line
 from harness.processes import BIN, REPO_ROOT, run_redis
-from producers.migrate.store import BATCH_JOB_FIELD
+from producers.migrate.store import MigrationStore
 from stripe_emulator.process import EmulatorProcess, run_emulator
 
 GOAL_OUR_SIDE_SECONDS: Final = 60.0
@@ -108,15 +108,9 @@ class JobWatch(threading.Thread):
 
     def _running(self) -> list[str]:
         found = [job for job, span in self.spans.items() if not span[1]]
-        for key in self._state.scan_iter(match="cards:migration:*"):
-            if key.endswith(b":lines"):
-                continue
-            fields: dict[bytes, bytes] = self._state.hgetall(key)  # type: ignore[assignment]
-            for field, value in fields.items():
-                if field.decode().startswith(BATCH_JOB_FIELD):
-                    job = value.decode().split()[0]
-                    if job not in found:
-                        found.append(job)
+        store = MigrationStore(self._state)
+        for record in store.all():
+            found += [job for job, _ in store.batch_jobs(record.id).values() if job not in found]
         return found
 
     def stripe_seconds(self) -> float:

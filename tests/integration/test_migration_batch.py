@@ -29,7 +29,7 @@ from harness.processes import (
     run_worker,
     wait_for,
 )
-from producers.migrate.store import BATCH_JOB_FIELD
+from producers.migrate.store import MigrationStore
 from stripe_emulator.process import EmulatorProcess
 from tests.emulator.conftest import SDK_HTTPX_WARNING
 from tests.integration.conftest import API_KEY, worker_env
@@ -88,6 +88,17 @@ def migrate(
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+def start_batch_migration(source: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``cards migrate run SOURCE --engine batch-api --quiet``, in the background."""
+    return subprocess.Popen(
+        [str(BIN / "cards"), "migrate", "run", str(source), "--engine", "batch-api", "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -273,13 +284,7 @@ def test_a_killed_batch_migration_resumes_from_its_stored_batch_job(
     source = write_csv(tmp_path / "kill.csv", [f"{x['id']},{x['cards'][1]}," for x in c])
     before = writes(emulator)
     state = redis.Redis.from_url(redis_server.url(DB))
-    producer = subprocess.Popen(
-        [str(BIN / "cards"), "migrate", "run", str(source), "--engine", "batch-api", "--quiet"],
-        env=env_for(redis_server, emulator),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    producer = start_batch_migration(source, env_for(redis_server, emulator))
     try:
         wait_for(lambda: _stored_job(state) is not None, 30, "the batch job id to be stored")
         job_id = _stored_job(state)
@@ -307,12 +312,10 @@ def test_a_killed_batch_migration_resumes_from_its_stored_batch_job(
 
 
 def _stored_job(state: redis.Redis) -> str | None:
-    for key in state.scan_iter(match="cards:migration:*"):
-        if key.endswith(b":lines"):
-            continue
-        for field, value in state.hgetall(key).items():
-            if field.decode().startswith(BATCH_JOB_FIELD):
-                return str(value.decode().split()[0])
+    """The batch job id a running migration stored, if any."""
+    for record in MigrationStore(state).all():
+        for job_id, _ in MigrationStore(state).batch_jobs(record.id).values():
+            return job_id
     return None
 
 
@@ -348,13 +351,7 @@ def test_cancel_stops_the_batch_job_and_resume_sends_the_rest(
     c = emulator.admin.seed(100, cards_per_customer=2)
     source = write_csv(tmp_path / "cancel.csv", [f"{x['id']},{x['cards'][1]}," for x in c])
     state = redis.Redis.from_url(redis_server.url(DB))
-    producer = subprocess.Popen(
-        [str(BIN / "cards"), "migrate", "run", str(source), "--engine", "batch-api", "--quiet"],
-        env=env_for(redis_server, emulator),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    producer = start_batch_migration(source, env_for(redis_server, emulator))
     wait_for(lambda: _stored_job(state) is not None, 30, "the batch job id to be stored")
     wait_for(
         lambda: emulator.admin.ledger(events=False)["writes_applied_total"] > 0,
@@ -393,13 +390,7 @@ def test_live_jobs_racing_a_batch_job_leave_every_customer_on_its_newest_request
     source = write_csv(tmp_path / "race.csv", [f"{x['id']},{x['cards'][1]}," for x in c])
     env = env_for(redis_server, emulator)
     old_request = datetime.now(UTC).isoformat()  # before the migration starts
-    producer = subprocess.Popen(
-        [str(BIN / "cards"), "migrate", "run", str(source), "--engine", "batch-api", "--quiet"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    producer = start_batch_migration(source, env)
     state = redis.Redis.from_url(redis_server.url(DB))
     wait_for(lambda: _stored_job(state) is not None, 30, "the batch job to be created")
     live = _live_sender(env)
