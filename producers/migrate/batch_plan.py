@@ -123,10 +123,9 @@ class BatchPlan:
         self._insert(pending)
         self._db.execute("CREATE INDEX by_customer ON rows (account, customer, line)")
         self._db.execute(
-            "UPDATE rows SET superseded_by = (SELECT MAX(s.line) FROM rows s "
-            "WHERE s.account = rows.account AND s.customer = rows.customer) "
-            "WHERE line < (SELECT MAX(s.line) FROM rows s "
-            "WHERE s.account = rows.account AND s.customer = rows.customer)"
+            "UPDATE rows SET superseded_by = newest.line FROM (SELECT line AS row, "
+            "MAX(line) OVER (PARTITION BY account, customer) AS line FROM rows) AS newest "
+            "WHERE rows.line = newest.row AND newest.line > newest.row"
         )
         self._db.execute("CREATE INDEX by_account ON rows (account, superseded_by, line)")
         self._db.execute("COMMIT")
