@@ -385,7 +385,7 @@ def test_live_jobs_racing_a_batch_job_leave_every_customer_on_its_newest_request
 ) -> None:
     """Newest request wins across engines: live jobs made after the migration started
     win over its rows; a live job made before it started loses to them."""
-    emulator.admin.configure(batch_lines_per_second=15.0)
+    emulator.admin.configure(batch_lines_per_second=8.0)
     c = emulator.admin.seed(60, cards_per_customer=3)
     source = write_csv(tmp_path / "race.csv", [f"{x['id']},{x['cards'][1]}," for x in c])
     env = env_for(redis_server, emulator)
@@ -408,9 +408,13 @@ def test_live_jobs_racing_a_batch_job_leave_every_customer_on_its_newest_request
     out, err = producer.communicate(timeout=120)
 
     assert producer.returncode == 0, err
-    assert "newer live requests applied again after the batch jobs (0 failed)" in out
+    assert "newer live requests applied again after the batch jobs (0 failed)" in out, err
     rows = report(tmp_path / "race.csv.report.csv")
-    assert {rows[n]["status"] for n in range(2, 32)} == {"superseded"}  # c[:30]
+    newer_rows = [rows[n] for n in range(2, 32)]  # c[:30]
+    # Superseded, with the live request applied again; "done" only for a live job that
+    # ran after the batch job ended (it then won through the ordering guard).
+    assert {row["status"] for row in newer_rows} <= {"superseded", "done"}
+    assert any("applied again as job" in row["message"] for row in newer_rows)
     assert {rows[n]["status"] for n in range(32, 62)} == {"done"}
     for customer in newer:
         stored = emulator.admin.get_customer(customer["id"])
