@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
+import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from cards.redis_urls import async_redis_client
 from cards.settings import Settings
 
 __all__ = ["KEY_PREFIX", "Claim", "ClaimOutcome", "JobOwners", "job_digest"]
@@ -64,13 +68,17 @@ class JobOwners:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobOwners:
-        """The claims at ``CARDS_STATE_REDIS_URL``, kept for
+        """The claims at ``CARDS_STATE_REDIS_URL`` (Sentinel URLs too), kept for
         ``CARDS_MAX_JOB_AGE_SECONDS`` + ``CARDS_RESULT_EXPIRES_SECONDS``."""
-        client = redis.asyncio.Redis.from_url(
+        client = async_redis_client(
             settings.job_state_url,
+            settings.sentinel_master,
             socket_timeout=None,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            retry_on_timeout=False,
+            # A connection Redis closed (a restart) is tried once more, on a new one:
+            # every command here may run twice (a repeated claim reads as this one's).
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[redis.ConnectionError],
         )
         return cls(client, settings.max_job_age_seconds + settings.result_expires_seconds)
 

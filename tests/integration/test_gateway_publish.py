@@ -4,7 +4,8 @@
   (``cards-gateway-publish`` in ``CLIENT LIST``), publishes the ``task-sent`` event
   Flower reads, marks its claim sent, and a real ``celery -A worker worker`` runs
   the job; the same with signed messages (a worker that refuses unsigned ones) and
-  the claims in another database.
+  the claims in another database; on a Sentinel deployment's master; and again
+  after Redis restarts under the gateway.
 - Message for message, the gateway's task message and its event are what Celery's
   blocking send writes for the same job (byte for byte but the delivery tag, the
   event's clock and time), plain and signed; and a stock Celery client's message
@@ -26,8 +27,10 @@ import httpx
 import pytest
 import redis
 
+from harness.chaos import run_restartable_redis
 from harness.gateway_process import run_gateway
 from harness.processes import BIN, REPO_ROOT, RedisServer, run_redis, run_worker, wait_for
+from harness.sentinel import run_sentinel_cluster
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import worker_env
 from tests.integration.test_security import make_signing_files
@@ -96,6 +99,49 @@ def test_a_job_sent_on_the_event_loop_is_run_by_a_real_worker(
     assert sent["type"] == "task-sent"
     assert (sent["uuid"], sent["name"], sent["queue"]) == (job_id, TASK, QUEUE)
     assert sent["kwargs"] == repr({"job_id": job_id})  # the job id only, never the fields
+
+
+def test_on_sentinel_a_job_is_sent_on_the_event_loop_to_the_master(
+    emulator: EmulatorProcess, logs_dir: Path, tmp_path: Path
+) -> None:
+    [customer] = emulator.admin.seed(1, cards_per_customer=2)
+    card = customer["cards"][1]
+    with run_sentinel_cluster(tmp_path / "sentinel") as cluster:
+        env = worker_env(cluster.url(), emulator.url, CARDS_GATEWAY_API_KEYS=KEY)
+        with (
+            run_worker(env, logs_dir / "publish-sentinel-worker.log", name="publish-sentinel"),
+            run_gateway(env, logs_dir / "publish-sentinel-gateway.log") as gateway,
+            httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {KEY}"}) as http,
+        ):
+            answer = http.post(
+                "/api/cards/default?wait=20",
+                json={"userId": customer["id"], "default_source": card},
+                timeout=JOB_TIMEOUT,
+            )
+            assert answer.status_code == 200, answer.text
+            assert publishing_client(cluster.client())["cmd"] == "set"  # on the master
+    assert emulator.admin.get_customer(customer["id"])["default_source"] == card
+
+
+def test_after_a_redis_restart_the_gateway_queues_again(
+    emulator: EmulatorProcess, logs_dir: Path, tmp_path: Path
+) -> None:
+    body = {"userId": "cus_A1", "default_source": "card_B2"}
+    with run_restartable_redis(tmp_path / "redis") as server:
+        env = worker_env(server.url(), emulator.url, CARDS_GATEWAY_API_KEYS=KEY)
+        with (
+            run_gateway(env, logs_dir / "publish-restart-gateway.log") as gateway,
+            httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {KEY}"}) as http,
+        ):
+            first = http.post("/api/cards/default", json=body)
+            server.restart(crash=True)  # every connection the gateway holds is dead
+            second = http.post("/api/cards/default", json=body, timeout=JOB_TIMEOUT)
+        client = server.client()
+        assert (first.status_code, second.status_code) == (202, 202), second.text
+        assert client.llen(QUEUE) == 2
+        for answer in (first, second):
+            claim = client.get(f"cards:job-owner:{answer.json()['data']['job_id']}")
+            assert claim is not None and json.loads(claim)["sent"] is True
 
 
 def next_event(events: Any) -> dict[str, Any]:
