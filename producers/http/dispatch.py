@@ -165,6 +165,8 @@ class Dispatcher:
         stamped = job.stamped()
         job_id = stamped.job_id
         assert job_id is not None  # stamped() always sets it
+        if job.job_id is None and self.claims_on_broker:
+            return await self._send_new(stamped, job_id, claim)
         outcome, stored = await self.owners.claim(job_id, claim)
         if outcome is ClaimOutcome.CONFLICT:
             raise job_id_taken(job_id)
@@ -180,6 +182,15 @@ class Dispatcher:
             raise
         if not marked:
             await self.owners.mark_sent(job_id, claim)
+        return job_id
+
+    async def _send_new(self, stamped: AnyJob, job_id: str, claim: Claim) -> str:
+        """Send a job under an id this request made up: no one else can hold it, so its
+        claim, already sent, goes into the send's own transaction (one round trip)."""
+        sent = Claim(claim.tenant, claim.digest, sent=True)
+        if not await self.publisher.send(stamped, self.owners.claim_command(job_id, sent)):
+            # Celery sent it (the thread pool): claimed right after, still before the 202.
+            await self.owners.claim(job_id, sent)
         return job_id
 
     async def _send_needed(

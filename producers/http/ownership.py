@@ -84,16 +84,21 @@ class JobOwners:
 
     async def claim(self, job_id: str, claim: Claim) -> tuple[ClaimOutcome, Claim]:
         """Claim ``job_id`` for ``claim``; the outcome and the claim now stored."""
-        key = KEY_PREFIX + job_id
+        command = self.claim_command(job_id, claim)
         async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-            if await self._redis.set(key, claim.to_json(), nx=True, ex=self.ttl_seconds):
+            if await self._redis.execute_command(*command):  # type: ignore[no-untyped-call]
                 return ClaimOutcome.NEW, claim
-            raw = await self._redis.get(key)
+            raw = await self._redis.get(KEY_PREFIX + job_id)
         if raw is None:  # expired in between: try once more
             return await self.claim(job_id, claim)
         stored = Claim.from_json(raw)
         same = stored.tenant == claim.tenant and stored.digest == claim.digest
         return (ClaimOutcome.SAME if same else ClaimOutcome.CONFLICT), stored
+
+    def claim_command(self, job_id: str, claim: Claim) -> tuple[str, ...]:
+        """The Redis command of :meth:`claim` (``SET NX``, with the claims' lifetime), for
+        a pipeline on the claims' Redis."""
+        return ("SET", KEY_PREFIX + job_id, claim.to_json(), "NX", "EX", str(self.ttl_seconds))
 
     def sent_command(self, job_id: str, claim: Claim, sent: bool = True) -> tuple[str, ...]:
         """The Redis command of :meth:`mark_sent`, for a pipeline on the claims' Redis."""

@@ -5,8 +5,8 @@ builds the task message and its ``task-sent`` event, serializer, signing, header
 and publish signals included, on a kombu Redis channel whose client only records
 the commands kombu would send (``LPUSH`` of the message, ``PUBLISH`` of the event,
 ``SADD`` of the queue's binding on first use). Those go to the broker in one
-pipeline on an asyncio connection, with any command the caller adds (the claim's
-mark): no thread-pool hop. A broker that is not Redis
+pipeline on an asyncio connection, in one transaction with any command the caller
+adds (the claim, or its mark): no thread-pool hop. A broker that is not Redis
 (amqp), or a send that meets a connection error, goes through Celery's blocking
 send in the thread pool instead, with its publish retries.
 """
@@ -121,8 +121,9 @@ class Publisher:
     async def send(self, job: Job, *then: tuple[str, ...]) -> bool:
         """Send a stamped, checked job; a connection error gets Celery's own retries.
 
-        ``then``: commands for the broker's Redis to run right after the message, in
-        the same pipeline; True if they ran (on the event loop), False if not."""
+        ``then``: commands for the broker's Redis to run with the message, in one
+        transaction (``MULTI``/``EXEC``: all or none); True if they ran (on the event
+        loop), False if not."""
         if self.is_redis:
             try:
                 if await self._send_async(job, then):
@@ -149,7 +150,7 @@ class Publisher:
         send_job(job, self.app, producer, declare=(), retry=False)
         async with (
             asyncio.timeout(TIMEOUT_SECONDS),
-            self._redis.pipeline(transaction=False) as pipe,
+            self._redis.pipeline(transaction=bool(then)) as pipe,
         ):
             for command in (*recorder.commands, *then):
                 pipe.execute_command(*command)

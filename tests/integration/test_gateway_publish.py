@@ -83,9 +83,9 @@ def test_a_job_sent_on_the_event_loop_is_run_by_a_real_worker(
         )
         assert answer.status_code == 202, answer.text
         job_id = answer.json()["data"]["job_id"]
-        # The message, its event and (claims on the broker's Redis) the claim's mark
-        # went out in one pipeline on the gateway's asyncio connection.
-        assert publishing_client(client)["cmd"] == ("publish" if signed else "set")
+        # The message, its event and (claims on the broker's Redis) the claim went out
+        # in one pipeline (a MULTI/EXEC) on the gateway's asyncio connection.
+        assert publishing_client(client)["cmd"] == ("publish" if signed else "exec")
         claim = redis.Redis.from_url(claims_url).get(f"cards:job-owner:{job_id}")
         assert claim is not None and json.loads(claim)["sent"] is True
 
@@ -119,7 +119,7 @@ def test_on_sentinel_a_job_is_sent_on_the_event_loop_to_the_master(
                 timeout=JOB_TIMEOUT,
             )
             assert answer.status_code == 200, answer.text
-            assert publishing_client(cluster.client())["cmd"] == "set"  # on the master
+            assert publishing_client(cluster.client())["cmd"] == "exec"  # on the master
     assert emulator.admin.get_customer(customer["id"])["default_source"] == card
 
 
