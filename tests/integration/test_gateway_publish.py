@@ -5,7 +5,8 @@
   Flower reads, marks its claim sent, and a real ``celery -A worker worker`` runs
   the job; the same with signed messages (a worker that refuses unsigned ones) and
   the claims in another database; on a Sentinel deployment's master; and again
-  after Redis restarts under the gateway.
+  after Redis restarts under the gateway. With tracing on, the job carries the trace
+  of the request that sent it.
 - Message for message, the gateway's task message and its event are what Celery's
   blocking send writes for the same job (byte for byte but the delivery tag, the
   event's clock and time), plain and signed; and a stock Celery client's message
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -26,11 +28,23 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from cards.settings import Settings
+from cards.tracing import enable_tracing
 from harness.chaos import run_restartable_redis
 from harness.gateway_process import run_gateway
-from harness.processes import BIN, REPO_ROOT, RedisServer, run_redis, run_worker, wait_for
+from harness.processes import (
+    BIN,
+    REPO_ROOT,
+    RedisServer,
+    client_app,
+    run_redis,
+    run_worker,
+    wait_for,
+)
 from harness.sentinel import run_sentinel_cluster
+from producers.http.app import create_app
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import worker_env
 from tests.integration.test_security import make_signing_files
@@ -302,3 +316,35 @@ def test_a_stock_celery_clients_message_reads_the_same_to_the_worker(
     assert headers["kwargsrepr"] == repr({"job_id": job_id})
     for key in ("correlation_id", "delivery_mode", "delivery_info", "priority", "body_encoding"):
         assert properties[key] == stock_properties[key], key
+
+
+def test_the_job_carries_its_gateway_requests_trace(server: RedisServer) -> None:
+    url = server.url()
+    exporter = InMemorySpanExporter()
+    tracing = enable_tracing("gateway-test", Settings(tracing=True), exporter=exporter)
+    assert tracing is not None
+    try:
+        settings = Settings(
+            celery_broker_url=url, celery_result_backend=url, gateway_api_keys=KEY, tracing=True
+        )
+        app = create_app(settings, client_app(url))
+
+        async def post() -> httpx.Response:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+                return await http.post(
+                    "/api/cards/default",
+                    json={"userId": "cus_A1", "default_source": "card_B2"},
+                    headers={"Authorization": f"Bearer {KEY}"},
+                )
+
+        assert asyncio.run(post()).status_code == 202
+        [request] = [
+            s for s in exporter.get_finished_spans() if s.name == "POST /api/cards/default"
+        ]
+    finally:
+        tracing.close()
+    raw = redis.Redis.from_url(url).lindex(QUEUE, 0)
+    assert raw is not None
+    traceparent = json.loads(raw)["headers"]["traceparent"]  # W3C: 00-<trace id>-<span>-<flags>
+    assert traceparent.split("-")[1] == format(request.context.trace_id, "032x")
