@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol, cast
 
+import kombu
 from celery import Celery, states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
@@ -42,6 +43,7 @@ __all__ = [
     "get_result",
     "producer_app",
     "retry_cause",
+    "send_job",
 ]
 
 #: How long a connectivity check waits for the broker and backend.
@@ -168,14 +170,25 @@ def enqueue(job: Job, app: Celery | None = None) -> str:
     assert job_id is not None  # stamped() always sets it
     if isinstance(job, SetDefaultCardJob):
         check_callback_url(job)
-    (app or producer_app()).send_task(
+    send_job(job, app or producer_app())
+    return job_id
+
+
+def send_job(job: Job, app: Celery, producer: kombu.Producer | None = None, **options: Any) -> None:
+    """Send a stamped, checked job under its task name (Celery's ``send_task``), on
+    ``producer`` with Celery's publish ``options`` if given: the one place a job
+    becomes a task message."""
+    job_id = job.job_id
+    assert job_id is not None  # stamped
+    app.send_task(
         kind_of(job).task_name,
         kwargs=job.to_task_kwargs(),
         task_id=job_id,
         queue=get_settings().queue,
+        producer=producer,
         **event_reprs(job_id),
+        **options,
     )
-    return job_id
 
 
 def enqueue_set_default_card(

@@ -4,6 +4,7 @@ Modules:
     app: the ASGI app factory (create_app) and serve (uvicorn, --workers processes).
     routes: the routes: job routes, a job's status, /healthz, /readyz.
     dispatch: sending the API's jobs and reading their states and results (Celery).
+    publish: sending a job on the event loop (Celery builds it, redis.asyncio sends it).
     result_feed: waking waiting requests with their job's result (one pub/sub connection).
     shedding: the in-flight cap (503 with Retry-After) and readiness.
     body: reading a request's JSON body within the size limit.

@@ -3,9 +3,10 @@
 A job id is claimed for its tenant and fields (:mod:`producers.http.ownership`)
 before anything is sent, read or deleted: a repeat by the same tenant with the
 same fields is the same job (sent again only if it never reached the queue, or
-ended a dead letter); anything else is a 409 that changes nothing. Celery's
-blocking calls run in the thread pool; a waiting request is woken by the result
-feed (:mod:`producers.http.result_feed`), or polls with ``CARDS_GATEWAY_WAIT=poll``.
+ended a dead letter); anything else is a 409 that changes nothing. Claims and
+sends run on the event loop (:mod:`producers.http.publish`), Celery's other
+blocking calls in the thread pool; a waiting request is woken by the result feed
+(:mod:`producers.http.result_feed`), or polls with ``CARDS_GATEWAY_WAIT=poll``.
 An unreachable broker or result backend is a 503.
 """
 
@@ -29,7 +30,6 @@ from cards.deadletters import is_dead_letter
 from cards.envelope import Envelope
 from cards.jobs import InvalidJob, SetDefaultCardJob
 from cards.kinds import kind_of
-from producers import client
 from producers.client import (
     ResultNotReady,
     Unreachable,
@@ -42,6 +42,7 @@ from producers.client import (
 from producers.http.auth import Caller
 from producers.http.errors import NOT_FOUND, UNAVAILABLE, GatewayError, invalid, job_id_taken
 from producers.http.ownership import Claim, ClaimOutcome, JobOwners, job_digest
+from producers.http.publish import Publisher
 from producers.http.result_feed import ResultFeed
 
 __all__ = [
@@ -140,51 +141,80 @@ class Dispatcher:
     """Enqueue jobs and read their results for the HTTP API; failures are :class:`GatewayError`."""
 
     def __init__(
-        self, app: Celery, max_wait: float, owners: JobOwners, feed: ResultFeed | None = None
+        self,
+        app: Celery,
+        max_wait: float,
+        owners: JobOwners,
+        feed: ResultFeed | None = None,
+        *,
+        claims_on_broker: bool = False,
     ) -> None:
         self.app = app
         self.max_wait = max_wait
         self.owners = owners
         self.feed = feed
+        self.publisher = Publisher(app)
+        #: Are the claims on the broker's Redis (the default settings)?
+        self.claims_on_broker = claims_on_broker
 
-    def _submit(self, job: AnyJob, tenant: str) -> str:
-        if isinstance(job, SetDefaultCardJob):
-            check_callback_url(job)
+    async def _submit(self, job: AnyJob, tenant: str) -> str:
+        if isinstance(job, SetDefaultCardJob) and job.callback_url is not None:
+            await run_in_threadpool(check_callback_url, job)  # resolves the host
         check_request_time(job)
         claim = Claim(tenant, job_digest(kind_of(job).task_name, job.to_task_kwargs()))
         stamped = job.stamped()
         job_id = stamped.job_id
         assert job_id is not None  # stamped() always sets it
-        outcome, stored = self.owners.claim(job_id, claim)
+        if job.job_id is None and self.claims_on_broker:
+            return await self._send_new(stamped, job_id, claim)
+        outcome, stored = await self.owners.claim(job_id, claim)
         if outcome is ClaimOutcome.CONFLICT:
             raise job_id_taken(job_id)
         try:
-            if not self._send_needed(job, job_id, outcome, stored):
+            if not await self._send_needed(job, job_id, outcome, stored):
                 return job_id  # the same job, queued or done: nothing to send
-            client.enqueue(stamped, self.app)
+            # Claims on the broker's Redis: marked in the send's own pipeline.
+            then = (self.owners.sent_command(job_id, claim),) if self.claims_on_broker else ()
+            marked = await self.publisher.send(stamped, *then) and bool(then)
         except BaseException:
             if outcome is ClaimOutcome.NEW:  # the claim this request made, and nothing sent
-                self.owners.release(job_id, claim)
+                await self.owners.release(job_id, claim)
             raise
-        self.owners.mark_sent(job_id, claim)
+        if not marked:
+            await self.owners.mark_sent(job_id, claim)
         return job_id
 
-    def _send_needed(self, job: AnyJob, job_id: str, outcome: ClaimOutcome, stored: Claim) -> bool:
+    async def _send_new(self, stamped: AnyJob, job_id: str, claim: Claim) -> str:
+        """Send a job under an id this request made up: no one else can hold it, so its
+        claim, already sent, goes into the send's own transaction (one round trip)."""
+        sent = Claim(claim.tenant, claim.digest, sent=True)
+        if not await self.publisher.send(stamped, self.owners.claim_command(job_id, sent)):
+            # Celery sent it (the thread pool): claimed right after, still before the 202.
+            await self.owners.claim(job_id, sent)
+        return job_id
+
+    async def _send_needed(
+        self, job: AnyJob, job_id: str, outcome: ClaimOutcome, stored: Claim
+    ) -> bool:
         """Must this request send its job? A repeat of a sent job sends again only if that
         job ended a dead letter (a transient failure; the same idempotency key)."""
         if outcome is ClaimOutcome.NEW:
-            if job.job_id is not None and AsyncResult(job_id, app=self.app).state != states.PENDING:
+            if job.job_id is not None and await run_in_threadpool(self._known, job_id):
                 # A job sent by another producer, not through the gateway: not ours to touch.
                 raise job_id_taken(job_id)
             return True
         if not stored.sent:
             return True  # an earlier request claimed it and died before sending
-        if not self._ended_as_dead_letter(job_id):
+        if not await run_in_threadpool(self._ended_as_dead_letter, job_id):
             return False
         # This tenant's own job, accepted again: its old answer goes, its claim says "to send".
-        self.owners.mark_sent(job_id, stored, sent=False)
-        AsyncResult(job_id, app=self.app).forget()
+        await self.owners.mark_sent(job_id, stored, sent=False)
+        await run_in_threadpool(AsyncResult(job_id, app=self.app).forget)
         return True
+
+    def _known(self, job_id: str) -> bool:
+        """Does the result backend know ``job_id`` (a state past PENDING)?"""
+        return AsyncResult(job_id, app=self.app).state != states.PENDING
 
     def _ended_as_dead_letter(self, job_id: str) -> bool:
         try:
@@ -194,7 +224,8 @@ class Dispatcher:
 
     async def enqueue(self, job: AnyJob, caller: Caller) -> str:
         try:
-            job_id: str = await run_in_threadpool(self._submit, job, caller.tenant)
+            # Shielded: a request cancelled mid-send still marks (or releases) its claim.
+            job_id: str = await asyncio.shield(self._submit(job, caller.tenant))
         except InvalidJob as exc:  # a callback_url or requested_at the rules refuse
             raise invalid(exc) from None
         except (*_BROKER_ERRORS, RuntimeError) as exc:
@@ -240,10 +271,14 @@ class Dispatcher:
     async def state(self, job_id: str, caller: Caller) -> tuple[str, Envelope | None, str | None]:
         """The job's public state, its envelope once done, and a retrying job's last
         error; 404 for a job not ``caller``'s."""
+        try:
+            owner = await self.owners.owner(job_id)
+        except _BROKER_ERRORS:
+            raise GatewayError(UNAVAILABLE, "cannot reach the result backend") from None
+        if not caller.reads(owner):
+            raise GatewayError(NOT_FOUND, f"no job {job_id} for this API key")
 
         def read() -> tuple[str, Envelope | None, str | None]:
-            if not caller.reads(self.owners.owner(job_id)):
-                raise GatewayError(NOT_FOUND, f"no job {job_id} for this API key")
             result: AsyncResult[Any] = AsyncResult(job_id, app=self.app)
             celery_state = result.state
             if celery_state not in states.READY_STATES:

@@ -9,6 +9,7 @@ plus its result. Jobs sent without the gateway have no claim.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -16,13 +17,18 @@ from enum import Enum
 from typing import Any, Final
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from cards.redis_urls import async_redis_client
 from cards.settings import Settings
 
 __all__ = ["KEY_PREFIX", "Claim", "ClaimOutcome", "JobOwners", "job_digest"]
 
 KEY_PREFIX: Final = "cards:job-owner:"
-#: A request waits at most this long on the claims' Redis.
+#: A request waits at most this long on the claims' Redis (each command; an
+#: ``asyncio.timeout``, cheaper than redis-py's socket timeout: no task per write).
 REDIS_TIMEOUT_SECONDS: Final = 2
 
 
@@ -54,46 +60,70 @@ class ClaimOutcome(Enum):
 
 
 class JobOwners:
-    """The Redis edge of the claims."""
+    """The Redis edge of the claims (asyncio: a claim costs the event loop no thread hop)."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+    def __init__(self, client: redis.asyncio.Redis, ttl_seconds: int) -> None:
         self._redis = client
         self.ttl_seconds = ttl_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobOwners:
-        """The claims at ``CARDS_STATE_REDIS_URL``, kept for
+        """The claims at ``CARDS_STATE_REDIS_URL`` (Sentinel URLs too), kept for
         ``CARDS_MAX_JOB_AGE_SECONDS`` + ``CARDS_RESULT_EXPIRES_SECONDS``."""
-        client = redis.Redis.from_url(
-            settings.job_state_url, socket_timeout=REDIS_TIMEOUT_SECONDS, retry_on_timeout=False
+        client = async_redis_client(
+            settings.job_state_url,
+            settings.sentinel_master,
+            socket_timeout=None,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            # A connection Redis closed (a restart) is tried once more, on a new one:
+            # every command here may run twice (a repeated claim reads as this one's).
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[redis.ConnectionError],
         )
         return cls(client, settings.max_job_age_seconds + settings.result_expires_seconds)
 
-    def claim(self, job_id: str, claim: Claim) -> tuple[ClaimOutcome, Claim]:
+    async def claim(self, job_id: str, claim: Claim) -> tuple[ClaimOutcome, Claim]:
         """Claim ``job_id`` for ``claim``; the outcome and the claim now stored."""
-        key = KEY_PREFIX + job_id
-        if self._redis.set(key, claim.to_json(), nx=True, ex=self.ttl_seconds):
-            return ClaimOutcome.NEW, claim
-        raw = self._redis.get(key)
+        command = self.claim_command(job_id, claim)
+        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+            if await self._redis.execute_command(*command):  # type: ignore[no-untyped-call]
+                return ClaimOutcome.NEW, claim
+            raw = await self._redis.get(KEY_PREFIX + job_id)
         if raw is None:  # expired in between: try once more
-            return self.claim(job_id, claim)
+            return await self.claim(job_id, claim)
         stored = Claim.from_json(raw)
         same = stored.tenant == claim.tenant and stored.digest == claim.digest
         return (ClaimOutcome.SAME if same else ClaimOutcome.CONFLICT), stored
 
-    def mark_sent(self, job_id: str, claim: Claim, sent: bool = True) -> None:
+    def claim_command(self, job_id: str, claim: Claim) -> tuple[str, ...]:
+        """The Redis command of :meth:`claim` (``SET NX``, with the claims' lifetime), for
+        a pipeline on the claims' Redis."""
+        return ("SET", KEY_PREFIX + job_id, claim.to_json(), "NX", "EX", str(self.ttl_seconds))
+
+    def sent_command(self, job_id: str, claim: Claim, sent: bool = True) -> tuple[str, ...]:
+        """The Redis command of :meth:`mark_sent`, for a pipeline on the claims' Redis."""
+        marked = Claim(claim.tenant, claim.digest, sent=sent)
+        return ("SET", KEY_PREFIX + job_id, marked.to_json(), "XX", "KEEPTTL")
+
+    async def mark_sent(self, job_id: str, claim: Claim, sent: bool = True) -> None:
         """Record that the claimed job is on the queue (or, ``sent=False``, about to be
         sent again, so that a repeat sends it if this request dies first)."""
-        marked = Claim(claim.tenant, claim.digest, sent=sent)
-        self._redis.set(KEY_PREFIX + job_id, marked.to_json(), xx=True, keepttl=True)
+        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+            command = self.sent_command(job_id, claim, sent)
+            await self._redis.execute_command(*command)  # type: ignore[no-untyped-call]
 
-    def release(self, job_id: str, claim: Claim) -> None:
+    async def release(self, job_id: str, claim: Claim) -> None:
         """Drop a claim this request just made and did not use (never another's)."""
         key = KEY_PREFIX + job_id
-        raw = self._redis.get(key)
-        if raw is not None and Claim.from_json(raw) == claim:
-            self._redis.delete(key)
+        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+            raw = await self._redis.get(key)
+            if raw is not None and Claim.from_json(raw) == claim:
+                await self._redis.delete(key)
 
-    def owner(self, job_id: str) -> str | None:
-        raw = self._redis.get(KEY_PREFIX + job_id)
+    async def owner(self, job_id: str) -> str | None:
+        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+            raw = await self._redis.get(KEY_PREFIX + job_id)
         return None if raw is None else Claim.from_json(raw).tenant
+
+    async def close(self) -> None:
+        await self._redis.aclose()

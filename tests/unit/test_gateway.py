@@ -17,6 +17,7 @@ from typing import Any
 
 import fakeredis
 import httpx
+import kombu.exceptions
 import pytest
 from celery import Celery
 from hypothesis import given
@@ -38,9 +39,10 @@ from producers.http.auth import (
     Scope,
 )
 from producers.http.body import is_json_media_type
-from producers.http.dispatch import public_state
+from producers.http.dispatch import fail_fast, public_state
 from producers.http.errors import STATUS_BY_KIND, status_for
 from producers.http.ownership import Claim, JobOwners
+from producers.http.publish import NotRecorded, Publisher, RecordedCommands, recording_producer
 
 KEY = "unit-test-key-0123456789"
 OTHER_KEY = "another-key-abcdefghijkl"
@@ -530,7 +532,7 @@ def bearer(key: str) -> dict[str, str]:
 
 @pytest.fixture
 def owners() -> JobOwners:
-    return JobOwners(fakeredis.FakeRedis(), ttl_seconds=3600)
+    return JobOwners(fakeredis.FakeAsyncRedis(), ttl_seconds=3600)
 
 
 @pytest.mark.parametrize(
@@ -549,13 +551,13 @@ def test_a_key_without_the_routes_scope_is_a_403(
 
 
 def test_a_key_without_read_cannot_read_jobs(owners: JobOwners) -> None:
-    owners.claim("writer-job-1", Claim("writer", "digest", sent=True))
+    asyncio.run(owners.claim("writer-job-1", Claim("writer", "digest", sent=True)))
     response = call(owned_app(owners), "GET", "/api/jobs/writer-job-1", headers=bearer(WRITER_KEY))
     assert_error(response, 403, "this API key does not hold the read scope")
 
 
 def test_a_job_is_read_only_by_its_tenant_or_an_admin(owners: JobOwners) -> None:
-    owners.claim("shop-job-1", Claim("shop", "digest", sent=True))
+    asyncio.run(owners.claim("shop-job-1", Claim("shop", "digest", sent=True)))
     app = owned_app(owners)
     for key in (READER_KEY, KEY):  # another tenant; and a key no longer configured
         response = call(app, "GET", "/api/jobs/shop-job-1", headers=bearer(key))
@@ -578,7 +580,7 @@ def test_a_job_is_read_only_by_its_tenant_or_an_admin(owners: JobOwners) -> None
 
 def test_another_tenants_job_id_is_a_409_before_anything_is_touched(owners: JobOwners) -> None:
     claim = Claim("audit", "digest", sent=True)
-    owners.claim("taken-1", claim)
+    asyncio.run(owners.claim("taken-1", claim))
     response = call(
         owned_app(owners),
         "POST",
@@ -588,7 +590,7 @@ def test_another_tenants_job_id_is_a_409_before_anything_is_touched(owners: JobO
     )
     assert response.status_code == 409, response.text
     assert response.json()["message"].startswith("job_id taken-1 is already used by another")
-    assert owners.claim("taken-1", claim)[1] == claim  # unchanged
+    assert asyncio.run(owners.claim("taken-1", claim))[1] == claim  # unchanged
 
 
 def test_a_request_that_cannot_be_queued_leaves_no_claim(owners: JobOwners) -> None:
@@ -600,7 +602,7 @@ def test_a_request_that_cannot_be_queued_leaves_no_claim(owners: JobOwners) -> N
         headers=bearer(SHOP_KEY),
     )
     assert_error(response, 503, "cannot reach the broker")
-    assert owners.owner("unqueued-1") is None
+    assert asyncio.run(owners.owner("unqueued-1")) is None
 
 
 @pytest.mark.parametrize("route", ["/api/cards/default", "/api/cards/assign"])
@@ -611,4 +613,43 @@ def test_a_far_future_requested_at_is_a_400(owners: JobOwners, route: str) -> No
         del body["default_source"]
     response = call(owned_app(owners), "POST", route, json=body, headers=bearer(SHOP_KEY))
     assert_error(response, 400, "invalid job: requested_at must not be more than 300 s in the")
-    assert owners.owner("anything") is None
+    assert asyncio.run(owners.owner("anything")) is None
+
+
+# ------------------------------------------------------------------ the publisher
+
+
+def test_the_recorder_keeps_kombus_commands_and_refuses_others() -> None:
+    recorder = RecordedCommands()
+    recorder.lpush("cards", "message")
+    recorder.publish("/0.celeryev/task.sent", "event")
+    recorder.sadd("_kombu.binding.cards", "cards\x06\x16\x06\x16cards")
+    assert [c[0] for c in recorder.commands] == ["LPUSH", "PUBLISH", "SADD"]
+    with pytest.raises(NotRecorded, match="llen"):
+        recorder.llen("cards")
+
+
+def test_a_broker_that_is_not_redis_gets_celerys_own_send() -> None:
+    app = Celery("not-redis", broker="memory://", backend="cache+memory://")
+    app.conf.task_default_queue = "cards"
+    publisher = Publisher(app)
+    job = validate_job({**GOOD, "job_id": "memory-job-1"}).stamped()
+    marked = asyncio.run(publisher.send(job, ("SET", "never", "sent", "XX")))
+    assert marked is False and publisher.is_redis is False  # the caller marks the claim
+    with app.connection_for_read() as connection:
+        message = connection.default_channel.basic_get("cards")
+    assert message is not None and message.headers["id"] == "memory-job-1"
+
+
+def test_an_unreachable_redis_broker_falls_back_to_celerys_send() -> None:
+    publisher = Publisher(fail_fast(unreachable_app()))  # as the gateway's app
+    job = validate_job(GOOD).stamped()
+    with pytest.raises(kombu.exceptions.OperationalError):  # Celery's retries, then this
+        asyncio.run(publisher.send(job))
+    assert publisher.is_redis  # the next send tries the event loop again
+
+
+def test_a_rabbitmq_broker_has_no_recording_channel() -> None:
+    # py-amqp's transport: every job goes through Celery's send (publisher confirms).
+    app = client_app(f"amqp://guest:guest@127.0.0.1:{free_port()}//", "redis://127.0.0.1:1/0")
+    assert recording_producer(app) is None  # decided without connecting
