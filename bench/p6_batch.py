@@ -38,7 +38,7 @@ from typing import Final
 import httpx
 import redis
 
-from bench.p5_measure import run_to_end
+from bench.p5_measure import Finished
 from bench.support import machine_line
 from harness.processes import BIN, REPO_ROOT, run_redis
 from producers.migrate.store import MigrationStore
@@ -77,6 +77,7 @@ class Figures:
     writes_applied_total: int
     per_row_projection_seconds: float
     batch_jobs: list[str]
+    phases: dict[str, float]
 
 
 class JobWatch(threading.Thread):
@@ -139,6 +140,47 @@ class PeakRss(threading.Thread):
                     self.kib = max(self.kib, hwm)
 
 
+#: Phases of the CLI's ``--quiet`` log: (name, the note that ends it).
+PHASES: Final = (
+    ("start-up and scan", "planning:"),
+    ("plan and JSONL", ", uploading "),
+    ("create and upload", " validating"),
+    ("Stripe runs the job (with our polling delay)", " complete ("),
+    ("download, map, settle, report", None),
+)
+
+
+def run_timed(command: list[str], env: dict[str, str]) -> tuple[Finished, dict[str, float]]:
+    """Run the CLI, its stderr read as it comes: each phase's seconds, from its log lines."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    marks: list[float] = []
+    for raw in process.stderr:
+        text = raw.decode(errors="replace")
+        if len(marks) < len(PHASES) - 1:
+            ending = PHASES[len(marks)][1]
+            assert ending is not None
+            if ending in text:
+                marks.append(time.monotonic())
+            elif ending == " validating" and " in_progress (" in text:
+                marks.append(time.monotonic())  # validation too quick to be seen
+    out = process.stdout.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    ended = time.monotonic()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    edges = [started, *marks, ended]
+    phases = {
+        name: round(b - a, 2) for (name, _), a, b in zip(PHASES, edges, edges[1:], strict=False)
+    }
+    finished = Finished(
+        process.returncode, ended - started, 0, out, 0, usage.ru_utime + usage.ru_stime
+    )
+    return finished, phases
+
+
 def seed(emulator: EmulatorProcess, count: int) -> list[tuple[str, str, str]]:
     """``count`` customers with two cards: (customer, first card, second card)."""
     customers: list[tuple[str, str, str]] = []
@@ -199,9 +241,7 @@ def run(rows: int, duplicates: int, lines_per_second: float, scratch: Path) -> F
         command = [str(BIN / "cards"), "migrate", "run", str(source), "--engine", "batch-api"]
         peak = PeakRss()
         peak.start()
-        done = run_to_end(
-            [*command, "--quiet"], env, REPO_ROOT, scratch, timeout=RUN_TIMEOUT_SECONDS
-        )
+        done, phases = run_timed([*command, "--quiet"], env)
         peak.stop.set()
         peak.join()
         watch.stop.set()
@@ -229,6 +269,7 @@ def run(rows: int, duplicates: int, lines_per_second: float, scratch: Path) -> F
         writes_applied_total=int(ledger["writes_applied_total"]),
         per_row_projection_seconds=rows / PER_ROW_RATE,
         batch_jobs=list(watch.spans),
+        phases=phases,
     )
 
 
@@ -267,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  report: {figures.report_lines:,} lines {figures.report_statuses}, each line once: "
         f"{figures.lines_reported_once}; ledger: {figures.writes_applied_total:,} writes, one "
         f"per customer: {figures.customers_written_once} ({'correct' if correct else 'WRONG'})\n"
+        f"  phases (s): {figures.phases}\n"
         f"  per-row engine at {PER_ROW_RATE}/s: {figures.per_row_projection_seconds:,.0f} s "
         f"({projection_h:.1f} h); our side is "
         f"{figures.per_row_projection_seconds / max(figures.our_side_seconds, 1e-9):,.0f}x less",

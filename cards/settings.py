@@ -93,7 +93,7 @@ class Settings(BaseSettings):
         "--engine batch-api`, a preview): a `.preview` version Stripe accepts there.",
     )
     batch_poll_max_seconds: float = Field(
-        default=30.0,
+        default=5.0,
         gt=0,
         le=600,
         description="Longest wait between two looks at a running batch job (the wait doubles "
