@@ -112,7 +112,10 @@ def exit_note(code: int | None) -> str:
     if code is None:
         return "not started yet"
     if code < 0:
-        return f"killed by {signal.Signals(-code).name}"
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
     return f"exited with code {code}"
 
 

@@ -7,7 +7,8 @@ consume under distinct node names; SIGTERM to the main pid alone lets every call
 flight in both finish and the main process exits 0 only after its siblings;
 SIGKILL of the main pid alone takes the siblings down and a successor finishes
 every job once; the one ``/metrics`` counts both processes' jobs; a sibling that
-dies fails ``/readyz`` until the main process has restarted it.
+dies fails ``/readyz`` until the main process has restarted it, and one shut down
+on purpose (remote control) is not restarted.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def test_sigkill_of_the_main_pid_takes_the_siblings_down_and_loses_nothing(
     )
 
 
-def test_a_dead_sibling_fails_readiness_until_it_is_restarted(
+def test_a_dead_sibling_fails_readiness_until_it_is_restarted_and_a_stopped_one_is_not(
     redis_server: RedisServer, slow_emulator: EmulatorProcess, logs_dir: Path
 ) -> None:
     db = 14
@@ -240,7 +241,18 @@ def test_a_dead_sibling_fails_readiness_until_it_is_restarted(
         wait_for(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 30, "ready again")
         restarted = r"worker process heal-2@\S+: killed by SIGKILL; restarting in 1 s"
         assert re.search(restarted, worker.log)
-        wait_for(lambda: worker.log.count("heal-2@") >= 2, 30, "the new sibling to be ready")
+        sibling_ready = re.compile(r"heal-2@\S+ ready\.")
+        wait_for(lambda: len(sibling_ready.findall(worker.log)) == 2, 30, "the new one ready")
+
+        # Shut down on purpose (a remote shutdown to its node alone): not restarted.
+        (second,) = siblings_of(worker)
+        app = client_app(redis_server.url(db))
+        app.control.shutdown(destination=[sibling_ready.findall(worker.log)[0][:-7]])
+        wait_for(lambda: gone(second), 30, "the sibling to shut down")
+        wait_for(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 503, 10, "not ready")
+        body = get(f"http://127.0.0.1:{port}/readyz")[1]
+        assert "(exited with code 0); not restarted" in body
+        assert siblings_of(worker) == []
     finally:
         worker.stop()
     assert worker.process.returncode == 0

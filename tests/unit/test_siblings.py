@@ -99,6 +99,7 @@ def test_a_sibling_is_marked_by_its_environment() -> None:
         (-9, "worker process w-2@h is not running (killed by SIGKILL); restarting"),
         (1, "worker process w-2@h is not running (exited with code 1); restarting"),
         (0, "worker process w-2@h is not running (exited with code 0); not restarted"),
+        (-200, "worker process w-2@h is not running (killed by signal 200); restarting"),
     ],
 )
 def test_readiness_names_the_process_that_is_down_and_what_happens_next(
