@@ -38,6 +38,7 @@ __all__ = [
     "down_problem",
     "exit_note",
     "is_sibling",
+    "main_pid_of",
     "process_count",
     "restart_delay",
     "restarts",
@@ -125,8 +126,14 @@ def down_problem(nodename: str, code: int | None) -> str:
     return f"worker process {nodename} is not running ({exit_note(code)}); {then}"
 
 
+def main_pid_of(environ: Mapping[str, str]) -> int | None:
+    """The main process's pid if this process was started as its sibling. (Pure.)"""
+    value = environ.get(SIBLING_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 1 else None
+
+
 def is_sibling(environ: Mapping[str, str] = os.environ) -> bool:
-    return SIBLING_ENV in environ
+    return main_pid_of(environ) is not None
 
 
 @dataclass
@@ -248,6 +255,11 @@ def _die_with_main_process(main_pid: int) -> None:
 
         threading.Thread(target=watch, name="cards-parent-watch", daemon=True).start()
     if os.getppid() != main_pid:  # it died before prctl took effect
+        os.write(
+            2,
+            f"worker: {SIBLING_ENV}={main_pid} but the parent is {os.getppid()}: "
+            "a sibling worker process whose main process is gone stops\n".encode(),
+        )
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -266,8 +278,9 @@ def _runs_threads_from_the_command(sender: Any) -> bool:
 
 @signals.worker_init.connect
 def _die_with_main(**_: Any) -> None:
-    if is_sibling():
-        _die_with_main_process(int(os.environ[SIBLING_ENV]))
+    main_pid = main_pid_of(os.environ)
+    if main_pid is not None:
+        _die_with_main_process(main_pid)
 
 
 @signals.celeryd_after_setup.connect

@@ -14,6 +14,7 @@ import pytest
 from worker.siblings import (
     down_problem,
     is_sibling,
+    main_pid_of,
     process_count,
     restart_delay,
     shutdown_signal,
@@ -87,9 +88,16 @@ def test_restart_backoff(failures: int, delay: float) -> None:
     assert restart_delay(failures) == delay
 
 
-def test_a_sibling_is_marked_by_its_environment() -> None:
-    assert is_sibling({"CARDS_WORKER_SIBLING_OF": "123"})
-    assert not is_sibling({})
+@pytest.mark.parametrize(
+    ("value", "main_pid"),
+    [("123", 123), (None, None), ("", None), ("1", None), ("0", None), ("-5", None), ("x", None)],
+)
+def test_a_sibling_is_marked_by_its_main_process_pid(
+    value: str | None, main_pid: int | None
+) -> None:
+    environ = {} if value is None else {"CARDS_WORKER_SIBLING_OF": value}
+    assert main_pid_of(environ) == main_pid
+    assert is_sibling(environ) is (main_pid is not None)
 
 
 @pytest.mark.parametrize(
