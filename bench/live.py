@@ -3,7 +3,8 @@
 Sides, each a real ``celery worker`` started with no pool or concurrency flag
 unless named, all on one private ``redis-server`` and the Stripe emulator:
 
-- ``ours``: ``celery -A worker worker`` (the documented command, its configured pool);
+- ``ours``: ``celery -A worker worker`` (the documented command, its configured pool,
+  one process per core by default);
 - ``celery-prefork``: ``celery -A bench.baseline worker``, Celery's defaults (prefork,
   one process per core);
 - ``celery-<pool>``: the same baseline with ``-P <pool> -c <n>``, the pool and size
@@ -20,7 +21,8 @@ since it manages about cores / latency whatever is offered). Every job is for
 its own customer and writes a new default card. Jobs/s = jobs / (last envelope
 - first send); latency = from just before the enqueue call to the envelope's
 arrival on the result backend's pub/sub channel; CPU = the worker's main process
-and pool children from /proc over the side's window; RSS = theirs at its end.
+and its children (pool or sibling processes) from /proc over the side's window;
+RSS = theirs at its end.
 Medians over runs; ratios are between sides of the same run set.
 
 Usage::
@@ -57,7 +59,7 @@ from bench.p4_live_latency import ResultListener
 from bench.support import machine_line, percentile
 from cards.jobs import TASK_NAME
 from cards.redaction import event_reprs
-from harness.processes import CeleryWorker, client_app, run_redis, start_worker
+from harness.processes import CeleryWorker, client_app, nodes_of, run_redis, start_worker
 from producers import enqueue_set_default_card
 from producers.client import build_job
 from stripe_emulator.process import run_emulator
@@ -222,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         same_side = f"celery-{pool}"
         print(
-            f"ours: celery -A worker worker ({pool}, {size}); celery-prefork: "
+            f"ours: celery -A worker worker ({pool}, {size}, "
+            f"{len(nodes_of(ours.log, 'ours'))} processes); celery-prefork: "
             f"celery -A bench.baseline worker ({pool_of(prefork)[1]} processes); "
             f"{same_side}: -P {pool} -c {size}"
         )

@@ -32,6 +32,7 @@ from harness.processes import (
     BULK_POOL,
     CeleryWorker,
     RedisServer,
+    child_pids,
     client_app,
     run_redis,
     start_worker,
@@ -57,14 +58,8 @@ CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 def _with_children(pid: int) -> list[int]:
-    """A process and its direct children (a worker and its pool)."""
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    return pids
+    """A process and its direct children (a worker's pool, or its sibling processes)."""
+    return [pid, *child_pids(pid)]
 
 
 def rss_bytes(pid: int) -> int:

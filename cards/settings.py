@@ -168,8 +168,17 @@ class Settings(BaseSettings):
         default=64,
         ge=1,
         le=512,
-        description="Jobs a worker runs at once when no -c is given (threads, or prefork "
-        "processes); size it as Stripe latency x live rate (README, Sizing live workers).",
+        description="Jobs a worker process runs at once when no -c is given (threads, or "
+        "prefork processes); size it as Stripe latency x live rate / processes (README, "
+        "Sizing live workers).",
+    )
+    worker_processes: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Threads-pool worker processes that `celery -A worker worker` runs (the "
+        "main one starts the others); 0 = one per CPU it may use (affinity, cgroup quota). "
+        "Each runs CARDS_WORKER_CONCURRENCY threads (README, Sizing live workers).",
     )
     bulk_threads: int = Field(
         default=16,

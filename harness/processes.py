@@ -8,6 +8,7 @@ for by condition (a PING answer, the worker's "ready." line) with a deadline.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -215,6 +216,27 @@ class CeleryWorker:
         return self.process.poll() is None
 
 
+def child_pids(pid: int) -> list[int]:
+    """A process's direct children, whichever of its threads started them (a pool's
+    processes, the sibling worker processes of worker.siblings)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue
+    return sorted(children)
+
+
+def nodes_of(log: str, name: str) -> list[str]:
+    """The node names of a worker started as ``-n name@…``: its main process's and
+    those of the sibling processes it logs that it starts (worker.siblings)."""
+    main = re.search(rf"\b({re.escape(name)}@\S+) ready\.", log)
+    siblings = re.search(rf"worker processes: {re.escape(name)}@\S+ and (.+)", log)
+    nodes = [main.group(1) if main else f"{name}@"]
+    return nodes + ([n.strip() for n in siblings.group(1).split(",")] if siblings else [])
+
+
 @contextmanager
 def run_worker(
     env: Mapping[str, str],
@@ -277,7 +299,7 @@ def start_worker(
         if not worker.alive:
             raise RuntimeError(f"celery worker exited early:\n{worker.log[-3000:]}")
         since_start = worker.log_path.read_bytes()[offset:].decode(errors="replace")
-        return f"{name}@" in since_start and " ready." in since_start
+        return all(f"{node} ready." in since_start for node in nodes_of(since_start, name))
 
     wait_for(ready, 60, f"celery worker {name} to be ready")
     return worker

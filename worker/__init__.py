@@ -29,6 +29,7 @@ Modules:
     status_http: the main process's HTTP server (/metrics, /livez, /readyz).
     tracing: turn tracing on in each process that runs jobs (CARDS_TRACING).
     pool: an explicit ``-P prefork`` honoured, an unsized prefork pool sized per core.
+    siblings: the plain command's other threads-pool worker processes (one per core).
     security: refuse unsafe serializers.
     lua/: the Redis scripts of ordering and ratelimit.
 """

@@ -7,6 +7,7 @@ import logging
 from celery.app import trace
 
 import worker.pool  # sizes a prefork pool started without -c
+import worker.siblings  # one threads-pool worker process per core (after worker.pool)
 import worker.status_http  # serves /metrics, /livez, /readyz when the worker starts
 import worker.tracing  # noqa: F401 - traces jobs when CARDS_TRACING is on
 from cards.messaging import celery_app

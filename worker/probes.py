@@ -2,8 +2,9 @@
 
 Live: the consumer is started (connected to the broker: Celery stops its steps when
 the connection drops and starts them again once it is back) and the main process's
-event loop ran its heartbeat in the last ``MAX_BEAT_AGE_SECONDS``. Ready: live, and
-the Stripe breaker is closed, so the worker takes jobs. The decisions are pure
+event loop ran its heartbeat in the last ``MAX_BEAT_AGE_SECONDS``. Ready: live, the
+Stripe breaker is closed, so the worker takes jobs, and every sibling worker process
+(:mod:`worker.siblings`) runs. The decisions are pure
 (:func:`liveness`, :func:`readiness`); :class:`HealthStep` (a consumer bootstep of
 the main process) feeds :data:`HEALTH`; :func:`status_app` answers the probes and
 hands every other path to the metrics app. A probe's body names the problem,
@@ -47,6 +48,8 @@ class Health:
     #: Seconds since the event loop's last beat; None when the loop keeps no timer.
     beat_age: float | None
     breaker_cause: str | None
+    #: Why a sibling worker process is not running; None when all run (or there are none).
+    siblings_problem: str | None = None
 
 
 def liveness(health: Health, max_beat_age: float = MAX_BEAT_AGE_SECONDS) -> str | None:
@@ -63,6 +66,8 @@ def readiness(health: Health, max_beat_age: float = MAX_BEAT_AGE_SECONDS) -> str
     problem = liveness(health, max_beat_age)
     if problem is None and health.breaker_cause is not None:
         return f"the Stripe breaker is open: {health.breaker_cause}"
+    if problem is None and health.siblings_problem is not None:
+        return health.siblings_problem
     return problem
 
 
@@ -71,6 +76,7 @@ class HealthState:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._siblings: Callable[[], str | None] = lambda: None
         self._lock = threading.Lock()
         self._consuming = False
         self._last_beat: float | None = None
@@ -88,10 +94,15 @@ class HealthState:
         with self._lock:
             self._last_beat = self._clock()
 
+    def watch_siblings(self, problem: Callable[[], str | None]) -> None:
+        """Count ``problem()`` (a sibling process not running) against readiness."""
+        self._siblings = problem
+
     def read(self) -> Health:
         with self._lock:
             age = None if self._last_beat is None else self._clock() - self._last_beat
-            return Health(self._consuming, age, BREAKER.cause)
+            consuming = self._consuming
+        return Health(consuming, age, BREAKER.cause, self._siblings())
 
 
 #: The worker's health (its main process's; pool processes never start the step).

@@ -4,8 +4,9 @@ At ``worker_init`` (main process, before the pool forks) and only when
 ``CARDS_METRICS_PORT`` is set, it makes metric values file-backed
 (:func:`worker.metrics.count_in_files`), builds a registry of the pool's summed
 metrics plus :class:`worker.broker_state.BrokerStateCollector`, and serves it
-with the probes of :mod:`worker.probes` on one daemon thread. Pool processes
-never serve. A port already taken is logged, not fatal: the worker still works.
+with the probes of :mod:`worker.probes` on one daemon thread. Pool processes and
+sibling worker processes (:mod:`worker.siblings`) count there but never serve.
+A port already taken is logged, not fatal: the worker still works.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cards.settings import get_settings
 from worker.broker_state import BrokerStateCollector
 from worker.metrics import count_in_files
 from worker.probes import status_app
+from worker.siblings import is_sibling
 
 __all__ = ["serve_status"]
 
@@ -53,6 +55,8 @@ def _serve_on_worker_init(**_: Any) -> None:
     if not settings.metrics_port:
         return
     count_in_files()
+    if is_sibling():
+        return  # the main process serves every process's metrics
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(BrokerStateCollector.from_settings(settings))

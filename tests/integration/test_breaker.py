@@ -17,7 +17,14 @@ import pytest
 import redis
 
 from cards.jobs import TASK_NAME
-from harness.processes import RedisServer, client_app, free_port, start_worker, wait_for
+from harness.processes import (
+    RedisServer,
+    client_app,
+    free_port,
+    nodes_of,
+    start_worker,
+    wait_for,
+)
 from producers import enqueue_set_default_card, get_result
 from producers.client import ResultNotReady
 from stripe_emulator.process import EmulatorProcess, run_emulator
@@ -54,7 +61,8 @@ def test_an_unreachable_base_url_leaves_jobs_queued_until_a_probe_succeeds(
         text = log.read_text()
         assert f"stripe: calling {base}" in text
         critical = [line for line in text.splitlines() if "CRITICAL" in line]
-        assert len(critical) == 1
+        # Once per worker process: each has its breaker (docs/worker.md, worker/siblings.py).
+        assert len(critical) == len(nodes_of(text, "breaker"))
         assert "no answer from Stripe" in critical[0] and "ConnectError" in critical[0]
         assert f"STRIPE_API_BASE is {base}" in critical[0]
         assert API_KEY not in text
@@ -85,7 +93,11 @@ def test_a_refused_key_dead_letters_the_jobs_it_failed_and_they_replay(
     redis.Redis.from_url(url).flushdb()
     with run_emulator(api_key=API_KEY) as emulator:
         customers: list[dict[str, Any]] = emulator.admin.seed(2, cards_per_customer=2)
-        env = worker_env(url, emulator.url, CARDS_BREAKER_PROBE_SECONDS="0.5")
+        # One process: each process has its own breaker, and a second one would take the
+        # job queued below, fail it on the 401 and dead-letter it too (as a second worker would).
+        env = worker_env(
+            url, emulator.url, CARDS_BREAKER_PROBE_SECONDS="0.5", CARDS_WORKER_PROCESSES="1"
+        )
         log = logs_dir / "breaker-refused.log"
         worker = start_worker(env, log, name="refused")
         app = client_app(url)

@@ -2,7 +2,8 @@
 
 Started with no pool or concurrency flag (as the README and compose do), the
 worker runs jobs on Celery's threads pool, ``CARDS_WORKER_CONCURRENCY`` of them
-at once in one process. A warm shutdown (SIGTERM, what a deploy sends) with
+at once in each process (here one, ``CARDS_WORKER_PROCESSES=1``; several:
+test_worker_processes.py). A warm shutdown (SIGTERM, what a deploy sends) with
 dozens of Stripe calls in flight lets every one of them finish and store its
 envelope, puts back what had not started, and applies no write twice.
 """
@@ -19,7 +20,14 @@ from typing import Any
 import pytest
 
 from bench.migrations import rss_bytes
-from harness.processes import BULK_POOL, RedisServer, client_app, start_worker, wait_for
+from harness.processes import (
+    BULK_POOL,
+    RedisServer,
+    child_pids,
+    client_app,
+    start_worker,
+    wait_for,
+)
 from producers import enqueue_set_default_card, get_result
 from stripe_emulator.process import EmulatorProcess, run_emulator
 from tests.integration.conftest import API_KEY, applied_writes, worker_env
@@ -50,7 +58,12 @@ def test_plain_command_runs_the_threads_pool_at_the_configured_size(
 ) -> None:
     db = 8
     customers: list[dict[str, Any]] = emulator.admin.seed(80, cards_per_customer=2)
-    env = worker_env(redis_server.url(db), emulator.url, CARDS_WORKER_CONCURRENCY="40")
+    env = worker_env(
+        redis_server.url(db),
+        emulator.url,
+        CARDS_WORKER_CONCURRENCY="40",
+        CARDS_WORKER_PROCESSES="1",  # one process; tests/integration/test_worker_processes.py: more
+    )
     app = client_app(redis_server.url(db))
     worker = start_worker(env, logs_dir / "plain.log", name="plain")
     try:
@@ -61,8 +74,7 @@ def test_plain_command_runs_the_threads_pool_at_the_configured_size(
         assert all(get_result(job, timeout=60, app=app)["status"] for job in jobs)
         # One process, however many jobs ran at once: no pool children to fork, watch
         # or replace, and one process's memory (a prefork pool holds one per slot).
-        children = Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children")
-        assert children.read_text().split() == []
+        assert child_pids(worker.process.pid) == []
         assert rss_bytes(worker.process.pid) < MAX_WORKER_RSS_BYTES
     finally:
         worker.stop()
@@ -76,6 +88,7 @@ def test_sigterm_lets_every_call_in_flight_finish_and_requeues_the_rest(
         redis_server.url(db),
         slow_emulator.url,
         CARDS_WORKER_CONCURRENCY=str(CONCURRENCY),
+        CARDS_WORKER_PROCESSES="1",
         CARDS_STRIPE_TIMEOUT_SECONDS=str(STRIPE_TIMEOUT_SECONDS),
     )
     app = client_app(redis_server.url(db))

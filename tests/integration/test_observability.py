@@ -12,7 +12,7 @@ import httpx
 import pytest
 from celery import Celery
 
-from harness.processes import RedisServer, client_app, free_port, run_worker, wait_for
+from harness.processes import RedisServer, client_app, free_port, nodes_of, run_worker, wait_for
 from producers import enqueue_set_default_card, get_result
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import API_KEY, worker_env
@@ -58,7 +58,9 @@ def test_metrics_count_every_job_across_pool_processes(
     app = client_app(redis_server.url(db))
     flaky = customers[3]
     emulator.admin.script_faults(flaky["id"], ["rate_limit", "error_500"])
-    with run_worker(env, logs_dir / "metrics.log", name="metrics", extra_args=pool_args):
+    with run_worker(
+        env, logs_dir / f"metrics-{len(pool_args)}.log", name="metrics", extra_args=pool_args
+    ) as worker:
         jobs = [enqueue_set_default_card(c["id"], c["cards"][1], app=app) for c in customers[:3]]
         jobs.append(enqueue_set_default_card(flaky["id"], flaky["cards"][1], app=app))
         missing = enqueue_set_default_card("cus_NoSuchCustomer0", "card_1x", app=app)
@@ -71,15 +73,17 @@ def test_metrics_count_every_job_across_pool_processes(
 
         wait_for(counted, 15, "every outcome to be counted")
         samples = scrape(port)
+        # Each worker process probes Stripe when it starts (threads: one per core).
+        processes = len(nodes_of(worker.log, "metrics"))
 
     assert sample(samples, "cards_job_outcomes_total", outcome="ok") == 4
     assert sample(samples, "cards_job_outcomes_total", outcome="no_such_customer") == 1
     assert sample(samples, "cards_job_retries_total", reason="rate_limit") == 1
     assert sample(samples, "cards_job_retries_total", reason="server_error") == 1
     # 5 first writes, 2 retried writes, 1 reconciling read after the saved 500; and the
-    # breaker's probe when the worker started (its main process counts it).
-    assert sample(samples, "cards_stripe_call_seconds_count") == 9
-    assert sample(samples, "cards_stripe_call_seconds_count", operation="probe") == 1
+    # breaker's probe when each worker process started (a prefork pool's main process).
+    assert sample(samples, "cards_stripe_call_seconds_count") == 8 + processes
+    assert sample(samples, "cards_stripe_call_seconds_count", operation="probe") == processes
     assert sample(samples, "cards_stripe_call_seconds_count", operation="update", outcome="ok") == 4
 
 

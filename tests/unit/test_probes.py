@@ -38,6 +38,16 @@ LIVE = Health(consuming=True, beat_age=1.0, breaker_cause=None)
             "the consumer is not connected to the broker",
             "the consumer is not connected to the broker",
         ),
+        (
+            Health(True, 1.0, None, "worker process w-2@h is not running"),
+            None,
+            "worker process w-2@h is not running",
+        ),
+        (
+            Health(True, 1.0, "no answer from Stripe", "worker process w-2@h is not running"),
+            None,
+            "the Stripe breaker is open: no answer from Stripe",
+        ),
     ],
 )
 def test_live_and_ready_decisions(health: Health, live: str | None, ready: str | None) -> None:
@@ -58,6 +68,9 @@ def test_the_state_follows_the_consumer_and_its_beats() -> None:
     assert state.read().consuming is False
     state.started(has_timer=False)
     assert state.read().beat_age is None
+    assert state.read().siblings_problem is None
+    state.watch_siblings(lambda: "worker process w-2@h is not running")
+    assert state.read().siblings_problem == "worker process w-2@h is not running"
 
 
 def call(app: Callable[..., Iterable[bytes]], path: str) -> tuple[str, bytes]:
