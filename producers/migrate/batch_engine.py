@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -284,25 +285,37 @@ class BatchEngine:
     # --- results ---------------------------------------------------------------------------
 
     def _map(self, job: dict[str, Any], plan: BatchPlan, since: float) -> None:
+        """Map the output a slice at a time. One thread does each slice's Redis work
+        (settling, the report, finished bits) in order, while the next slice is read."""
         assert self._client is not None
-        batch: list[LineResult] = []
-        for result in self._client.results(job):
-            batch.append(result)
-            if len(batch) >= MAP_LINES:
-                self._map_batch(batch, plan, since, job["id"])
-                batch = []
-        self._map_batch(batch, plan, since, job["id"])
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cards-settle") as redis_side:
+            previous: Future[None] | None = None
+            batch: list[LineResult] = []
+            for result in self._client.results(job):
+                batch.append(result)
+                if len(batch) >= MAP_LINES:
+                    previous = self._map_batch(batch, plan, since, job["id"], redis_side, previous)
+                    batch = []
+            previous = self._map_batch(batch, plan, since, job["id"], redis_side, previous)
+            if previous is not None:
+                previous.result()
 
     def _map_batch(
-        self, results: list[LineResult], plan: BatchPlan, since: float, job_id: str
-    ) -> None:
+        self,
+        results: list[LineResult],
+        plan: BatchPlan,
+        since: float,
+        job_id: str,
+        redis_side: ThreadPoolExecutor,
+        previous: Future[None] | None,
+    ) -> Future[None] | None:
         by_line: dict[int, LineResult] = {}
         for result in results:
             line = line_of(self.record.id, result.line_id)
             if line is not None:
                 by_line[line] = result  # an unreadable line stays unfinished: per-row
         rows = plan.rows(sorted(by_line))
-        finished: list[Finished] = []
+        failed: list[Finished] = []
         applied: list[PlannedRow] = []
         for line, row in rows.items():
             result = by_line[line]
@@ -311,12 +324,20 @@ class BatchEngine:
             elif not result.retryable:
                 message = result.message or "Stripe gave no message"
                 kind = result.code or "stripe_error"
-                finished.append((line, self._fields(row), LineOutcome.FAILED, message, kind))
-        finished.extend(self._settled(applied, since, job_id))
-        self._finish(finished)
+                failed.append((line, self._fields(row), LineOutcome.FAILED, message, kind))
         # Every line with a result is done with batch jobs: retryable failures and lines a
         # live job touched are the per-row engine's, not the next batch job's.
         plan.mark_finished(rows)
+        if previous is not None:
+            previous.result()  # slices commit in order; an error is raised here
+        if not failed and not applied:
+            return None
+        return redis_side.submit(self._commit, failed, applied, since, job_id)
+
+    def _commit(
+        self, failed: list[Finished], applied: list[PlannedRow], since: float, job_id: str
+    ) -> None:
+        self._finish([*failed, *self._settled(applied, since, job_id)])
 
     def _settled(self, applied: list[PlannedRow], since: float, job_id: str) -> list[Finished]:
         """Settle rows Stripe applied against live jobs; the rows that are finished."""
