@@ -23,6 +23,7 @@ Modules:
     webhook: the callback HTTP edge (SSRF-safe).
     malformed: refuse malformed task messages before Celery parses them.
     task_requests: request classes that keep customer data out of task events.
+    events: task events published in batches, from the event loop.
     metrics: Prometheus metrics, counted in every pool process.
     broker_state: reads queues, unacked, dead letters and migrations at scrape time.
     probes: liveness and readiness of the worker (pure decisions, the consumer step, the WSGI app).

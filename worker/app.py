@@ -21,10 +21,12 @@ __all__ = ["app"]
 # with email, name and phone. Job outcomes are logged by worker.tasks instead.
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
-# Each job logs one line of its own (worker.middleware.outcomes). The SDK's and httpx's
-# per-request INFO lines would double the log and, with a bulk batch's row
-# threads, queue every Stripe call on the log handler's lock.
-for _library in ("stripe", "httpx", "httpcore"):
+# Each job logs one line of its own (worker.middleware.outcomes). Celery's "Received
+# task" line and the SDK's and httpx's per-request INFO lines would triple the log
+# and, with a bulk batch's row threads, queue every Stripe call on the log handler's
+# lock. Their warnings and errors still reach the log; Celery's success and retry
+# lines stay.
+for _library in ("celery.worker.strategy", "stripe", "httpx", "httpcore"):
     logging.getLogger(_library).setLevel(logging.WARNING)
 
 app = celery_app(
@@ -37,5 +39,6 @@ app = celery_app(
     ],
 )
 assert_safe_serialization(app.conf)
+app.events.dispatcher_cls = "worker.events:BatchingDispatcher"
 app.steps["consumer"].add(BreakerStep)
 app.steps["consumer"].add(HealthStep)

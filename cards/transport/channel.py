@@ -28,6 +28,7 @@ from cards.transport.kombu_check import check_kombu_internals, kombu_redis
 from cards.transport.queue_watcher import QueueWatcher
 
 __all__ = [
+    "ACK_SCRIPT",
     "TAKE_SCRIPT",
     "WAKE_KEY_PREFIX",
     "WAKE_SCRIPT",
@@ -49,6 +50,8 @@ RESTING_BRPOP_TIMEOUT = 0.1
 TAKE_SCRIPT = read_lua("cards.transport", "take.lua")
 #: Leaves one wake-up token beside a queue list that holds a message.
 WAKE_SCRIPT = read_lua("cards.transport", "wake.lua")
+#: Forgets an acknowledged message (kombu's two-command transaction as one script).
+ACK_SCRIPT = read_lua("cards.transport", "ack.lua")
 
 check_kombu_internals()
 
@@ -59,7 +62,15 @@ def wake_key(queue_key: str) -> str:
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]
-    """kombu's QoS, minus the ``unacked`` write for messages the take script recorded."""
+    """kombu's QoS, minus the ``unacked`` write for messages the take script recorded,
+    and acknowledging with one script call instead of a MULTI/EXEC pipeline."""
+
+    def ack(self, delivery_tag: str) -> None:
+        with self.channel.conn_or_acquire() as client:
+            self.channel._ack_script(
+                keys=[self.unacked_key, self.unacked_index_key], args=[delivery_tag], client=client
+            )
+        virtual.QoS.ack(self, delivery_tag)
 
     def append(self, message: Any, delivery_tag: str) -> None:
         recorded: set[str] = self.channel._recorded_by_take
@@ -114,6 +125,7 @@ class ReliableConsuming:
             raise RuntimeError("cards.transport does not support global_keyprefix")
         self._take_script = self.client.register_script(TAKE_SCRIPT)
         self._wake_script = self.client.register_script(WAKE_SCRIPT)
+        self._ack_script = self.client.register_script(ACK_SCRIPT)
 
     # ------------------------------------------------------------------ reconnects
 

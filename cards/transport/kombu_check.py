@@ -35,6 +35,7 @@ _EXPECTED_SIGNATURES: dict[str, tuple[str, ...]] = {
     "Channel.basic_consume": ("self", "queue", "args", "kwargs"),
     "Channel.conn_or_acquire": ("self", "client"),
     "QoS.append": ("self", "message", "delivery_tag"),
+    "QoS.ack": ("self", "delivery_tag"),
 }
 
 
