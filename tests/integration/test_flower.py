@@ -26,7 +26,15 @@ from cards.deliveries import callback_task_id
 from cards.envelope import SUCCESS_MESSAGE
 from cards.redaction import batch_reprs
 from cards.settings import get_settings
-from harness.processes import BIN, REPO_ROOT, RedisServer, free_port, wait_for
+from harness.processes import (
+    BIN,
+    REPO_ROOT,
+    CeleryWorker,
+    RedisServer,
+    free_port,
+    nodes_of,
+    wait_for,
+)
 from harness.receiver import CallbackReceiver, run_receiver
 from producers import enqueue_set_default_card, get_result
 from tests.integration.conftest import RECEIVER_ALLOWED, RECEIVER_PORT, cards_cli
@@ -79,10 +87,51 @@ def receiver() -> Iterator[CallbackReceiver]:
         yield running
 
 
+def tasks_once_succeeded(flower: httpx.Client, expected: set[str]) -> dict[str, Any]:
+    """Flower's task list, once it shows every task of ``expected`` as SUCCESS."""
+    tasks: dict[str, Any] = {}
+
+    def all_succeeded() -> bool:
+        tasks.clear()
+        tasks.update(flower.get("/api/tasks").json())
+        return all(tasks.get(task_id, {}).get("state") == "SUCCESS" for task_id in expected)
+
+    wait_for(all_succeeded, EVENTS_TIMEOUT, "Flower to show every job as SUCCESS")
+    return tasks
+
+
 def sees_a_worker(flower: httpx.Client) -> bool:
     """Flower's event receiver is connected once a worker's heartbeat has reached it."""
     answer = flower.get("/workers", params={"json": 1})
     return answer.status_code == 200 and bool(answer.json().get("data"))
+
+
+def test_flower_sees_every_process_of_the_plain_worker_command_and_their_jobs(
+    flower: httpx.Client,
+    worker: CeleryWorker,
+    app: Celery,
+    customers: list[dict[str, Any]],
+) -> None:
+    """``celery -A worker worker`` runs one process per core (worker.siblings); Flower's
+    worker page, built from events, lists each, and shows the jobs each one ran."""
+    nodes = nodes_of(worker.log, "w1")
+    assert len(nodes) > 1 or len(os.sched_getaffinity(0)) == 1, nodes
+
+    def lists_every_node() -> bool:
+        answer = flower.get("/workers", params={"json": 1})
+        return answer.status_code == 200 and {
+            row.get("hostname") for row in answer.json().get("data", [])
+        } >= set(nodes)
+
+    wait_for(lists_every_node, STARTUP_TIMEOUT, f"Flower's worker page to list {nodes}")
+    job_ids = [
+        enqueue_set_default_card(customer["id"], customer["cards"][0], app=app)
+        for customer in customers[:8]
+    ]
+    for job_id in job_ids:
+        assert get_result(job_id, timeout=30, app=app)["status"] is True
+    tasks = tasks_once_succeeded(flower, set(job_ids))
+    assert {tasks[job_id]["worker"] for job_id in job_ids} <= set(nodes)
 
 
 @pytest.mark.usefixtures("worker")
@@ -107,15 +156,7 @@ def test_flower_lists_jobs_without_customer_data(
     get_settings.cache_clear()
     for job_id in [*job_ids, with_callback]:
         assert get_result(job_id, timeout=30, app=app)["status"] is True
-    expected = {*job_ids, with_callback, callback_task_id(with_callback)}
-    tasks: dict[str, Any] = {}
-
-    def all_succeeded() -> bool:
-        tasks.clear()
-        tasks.update(flower.get("/api/tasks").json())
-        return all(tasks.get(task_id, {}).get("state") == "SUCCESS" for task_id in expected)
-
-    wait_for(all_succeeded, EVENTS_TIMEOUT, "Flower to show every job as SUCCESS")
+    tasks = tasks_once_succeeded(flower, {*job_ids, with_callback, callback_task_id(with_callback)})
     for job_id in [*job_ids, with_callback]:
         assert tasks[job_id]["name"] == "cards.set_default_card"
         assert tasks[job_id]["result"] == repr({"status": True, "message": SUCCESS_MESSAGE})
