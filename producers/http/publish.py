@@ -102,6 +102,7 @@ class Publisher:
         self.app = app
         self._recording: tuple[kombu.Producer, _Recording] | None = None
         self._redis: redis.asyncio.Redis | None = None
+        self._building = asyncio.Lock()
         #: False once the broker turned out not to be Redis.
         self.is_redis = True
 
@@ -136,21 +137,33 @@ class Publisher:
         await run_in_threadpool(send_job, job, self.app)
         return False
 
+    async def _ready(self) -> tuple[kombu.Producer, _Recording, redis.asyncio.Redis] | None:
+        """The recording producer, its channel and the broker client, built by the first
+        send (once, however many sends arrive together); None if the broker is not Redis."""
+        if self._recording is None or self._redis is None:
+            async with self._building:
+                if not self.is_redis:
+                    return None
+                if self._recording is None or self._redis is None:
+                    recording = await run_in_threadpool(recording_producer, self.app)
+                    if recording is None:
+                        self.is_redis = False
+                        return None
+                    self._recording, self._redis = recording, self._broker_client()
+        return (*self._recording, self._redis)
+
     async def _send_async(self, job: Job, then: tuple[tuple[str, ...], ...]) -> bool:
         """Send ``job`` on the event loop; False if the broker is not Redis."""
-        if self._recording is None or self._redis is None:
-            recording = await run_in_threadpool(recording_producer, self.app)
-            if recording is None:
-                self.is_redis = False
-                return False
-            self._recording, self._redis = recording, self._broker_client()
-        producer, channel = self._recording
+        ready = await self._ready()
+        if ready is None:
+            return False
+        producer, channel, client = ready
         recorder = channel.recorder = RecordedCommands()
         # Declared once (recording_producer); and a recorder has nothing to retry.
         send_job(job, self.app, producer, declare=(), retry=False)
         async with (
             asyncio.timeout(TIMEOUT_SECONDS),
-            self._redis.pipeline(transaction=bool(then)) as pipe,
+            client.pipeline(transaction=bool(then)) as pipe,
         ):
             for command in (*recorder.commands, *then):
                 pipe.execute_command(*command)

@@ -5,8 +5,9 @@
   Flower reads, marks its claim sent, and a real ``celery -A worker worker`` runs
   the job; the same with signed messages (a worker that refuses unsigned ones) and
   the claims in another database; on a Sentinel deployment's master; and again
-  after Redis restarts under the gateway. With tracing on, the job carries the trace
-  of the request that sent it.
+  after Redis restarts under the gateway. A burst of first sends builds the
+  publisher (its recording channel, its broker connection) once. With tracing
+  on, the job carries the trace of the request that sent it.
 - Message for message, the gateway's task message and its event are what Celery's
   blocking send writes for the same job (byte for byte but the delivery tag, the
   event's clock and time), plain and signed; and a stock Celery client's message
@@ -44,7 +45,10 @@ from harness.processes import (
     wait_for,
 )
 from harness.sentinel import run_sentinel_cluster
+from producers.client import build_job
+from producers.http import publish
 from producers.http.app import create_app
+from producers.http.publish import Publisher
 from stripe_emulator.process import EmulatorProcess
 from tests.integration.conftest import worker_env
 from tests.integration.test_security import make_signing_files
@@ -156,6 +160,38 @@ def test_after_a_redis_restart_the_gateway_queues_again(
         for answer in (first, second):
             claim = client.get(f"cards:job-owner:{answer.json()['data']['job_id']}")
             assert claim is not None and json.loads(claim)["sent"] is True
+
+
+def test_a_burst_of_first_sends_builds_the_publisher_once(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gateway that starts under load: its first 32 sends arrive together.
+    built: list[str] = []
+    real_recording_producer = publish.recording_producer
+    real_broker_client = Publisher._broker_client
+
+    def recording_producer(app: Any) -> Any:
+        built.append("recording producer")
+        return real_recording_producer(app)
+
+    def broker_client(self: Publisher) -> Any:
+        built.append("broker client")
+        return real_broker_client(self)
+
+    monkeypatch.setattr(publish, "recording_producer", recording_producer)
+    monkeypatch.setattr(Publisher, "_broker_client", broker_client)
+    publisher = Publisher(client_app(server.url()))
+    jobs = [build_job(f"cus_burst{n:04d}", "card_B2") for n in range(32)]
+
+    async def burst() -> list[bool]:
+        try:
+            return await asyncio.gather(*(publisher.send(job.stamped()) for job in jobs))
+        finally:
+            await publisher.close()
+
+    assert asyncio.run(burst()) == [True] * 32  # every one sent on the event loop
+    assert built == ["recording producer", "broker client"]
+    assert server.client().llen(QUEUE) == 32
 
 
 def next_event(events: Any) -> dict[str, Any]:
