@@ -7,6 +7,7 @@ for by condition (a PING answer, the worker's "ready." line) with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -38,6 +39,7 @@ __all__ = [
     "client_app",
     "free_port",
     "in_parallel",
+    "run_bounded",
     "run_redis",
     "run_worker",
     "wait_for",
@@ -52,6 +54,31 @@ BULK_POOL = ("-P", "prefork")
 
 
 T = TypeVar("T")
+
+
+def run_bounded(
+    command: Sequence[str], *, timeout: float, **options: object
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(command, capture_output=True, text=True, timeout=...)``, in a
+    process group of its own: past ``timeout`` the whole group is killed (a benchmark's
+    Redis, emulator and workers with it, not left to load the tests after), then
+    :class:`subprocess.TimeoutExpired` as ``subprocess.run`` raises it."""
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **options,  # type: ignore[call-overload]
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            raise subprocess.TimeoutExpired(command, timeout, out, err) from expired
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 def in_parallel(actions: Sequence[Callable[[], T]]) -> list[T]:

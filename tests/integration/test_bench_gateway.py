@@ -9,22 +9,19 @@ result (BENCHMARKS.md), not a test's. The budget arithmetic is table-tested.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 from bench.gateway import gateway_cpu_budget
-from harness.processes import BIN, REPO_ROOT
+from harness.processes import BIN, REPO_ROOT, run_bounded
 
 TIMEOUT_SECONDS = 600
 
 
 def test_gateway_benchmark_runs_at_smoke_size() -> None:
-    done = subprocess.run(
+    done = run_bounded(
         [str(BIN / "python"), "-m", "bench.gateway", "--smoke", "--json"],
         cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
         timeout=TIMEOUT_SECONDS,
     )
     assert done.returncode == 0, done.stderr[-3000:]

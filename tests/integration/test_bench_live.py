@@ -9,19 +9,16 @@ result (BENCHMARKS.md), not a test's.
 from __future__ import annotations
 
 import json
-import subprocess
 
-from harness.processes import BIN, REPO_ROOT
+from harness.processes import BIN, REPO_ROOT, run_bounded
 
 TIMEOUT_SECONDS = 240
 
 
 def test_live_benchmark_runs_at_smoke_size() -> None:
-    done = subprocess.run(
+    done = run_bounded(
         [str(BIN / "python"), "-m", "bench.live", "--smoke", "--json", "--before", str(REPO_ROOT)],
         cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
         timeout=TIMEOUT_SECONDS,
     )
     assert done.returncode == 0, done.stderr[-3000:]

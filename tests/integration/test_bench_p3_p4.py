@@ -11,17 +11,15 @@ import json
 import subprocess
 from typing import Any
 
-from harness.processes import BIN, REPO_ROOT
+from harness.processes import BIN, REPO_ROOT, run_bounded
 
 TIMEOUT_SECONDS = 240
 
 
 def run_bench(module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_bounded(
         [str(BIN / "python"), "-m", module, "--smoke", "--json", *args],
         cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
         timeout=TIMEOUT_SECONDS,
     )
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from harness.processes import REPO_ROOT
+from harness.processes import REPO_ROOT, run_bounded
 
 #: Start-up of Redis, the emulator and a worker, plus the smoke's own six seconds.
 SMOKE_TIMEOUT_SECONDS = 240
@@ -20,12 +19,10 @@ SMOKE_TIMEOUT_SECONDS = 240
 
 def test_the_p5_benchmark_runs_at_smoke_size_and_prints_its_figures(tmp_path: Path) -> None:
     figures_path = tmp_path / "p5.json"
-    done = subprocess.run(
+    done = run_bounded(
         [sys.executable, "-m", "bench.p5_file", "--smoke", "--json", str(figures_path)],
         cwd=REPO_ROOT,
         env=dict(os.environ),
-        capture_output=True,
-        text=True,
         timeout=SMOKE_TIMEOUT_SECONDS,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from harness.processes import REPO_ROOT
+from harness.processes import REPO_ROOT, run_bounded
 
 SMOKE_TIMEOUT_SECONDS = 240
 
 
 def test_the_p6_benchmark_runs_at_smoke_size_and_every_row_is_right(tmp_path: Path) -> None:
     figures_path = tmp_path / "p6.json"
-    done = subprocess.run(
+    done = run_bounded(
         [sys.executable, "-m", "bench.p6_batch", "--smoke", "--json", str(figures_path)],
         cwd=REPO_ROOT,
         env=dict(os.environ),
-        capture_output=True,
-        text=True,
         timeout=SMOKE_TIMEOUT_SECONDS,
     )
     assert done.returncode == 0, done.stdout + done.stderr

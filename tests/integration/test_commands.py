@@ -13,21 +13,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import redis
 
-from harness.processes import BIN, REPO_ROOT
+from harness.demo import redis as redis_url
+from harness.processes import BIN, REPO_ROOT, run_bounded
 
 
 def run_module(
     *args: str, timeout: float = 240, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "python"), "-m", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run_bounded([str(BIN / "python"), "-m", *args], cwd=REPO_ROOT, timeout=timeout, env=env)
 
 
 def test_demo_prints_an_envelope_for_every_sample_job() -> None:
@@ -68,6 +63,21 @@ def test_demo_falls_back_to_fakeredis_without_redis_server(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr[-3000:]
     assert "broker: fakeredis TCP server" in done.stdout
     assert '"message": "Método de pago actualizado con éxito"' in done.stdout
+
+
+def test_the_demos_fakeredis_keeps_a_connection_after_an_error_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every script runs by EVALSHA first, answered NOSCRIPT once per script: a server
+    # that then closed the connection (fakeredis before 2.41) failed the demo's jobs
+    # now and then, on whichever client had no retry left.
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server: the fallback
+    with redis_url("broker") as url:
+        client = redis.Redis.from_url(url, single_connection_client=True, retry=None)
+        with pytest.raises(redis.exceptions.NoScriptError):
+            client.evalsha("0" * 40, 0)
+        assert client.ping() is True  # the same connection, still served
+        client.close()
 
 
 def test_e2e_benchmark_runs_at_smoke_size() -> None:

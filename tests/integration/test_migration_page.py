@@ -81,7 +81,7 @@ def test_the_page_shows_a_migration_advance_and_finish(
         encoding="utf-8",
     )
     migration_id = "page-test-1"
-    migration = _start_migration(redis_url, source, migration_id)
+    migration: subprocess.Popen[str] | None = None
     seen: list[int] = []
     try:
         with sync_playwright() as playwright:
@@ -91,6 +91,9 @@ def test_the_page_shows_a_migration_advance_and_finish(
             assert "Enter an API key" in page.inner_text("#error")
             page.fill("#key", ADMIN_KEY)
             page.click("button[type=submit]")
+            # The page polls a migration that does not exist yet; it starts only now,
+            # so that a slow browser start cannot miss it running.
+            migration = _start_migration(redis_url, source, migration_id)
             page.wait_for_selector("#one:not([hidden])")
 
             running = tmp_path / "migration-page-running.png"
@@ -101,7 +104,7 @@ def test_the_page_shows_a_migration_advance_and_finish(
                     return -1
                 if not seen or seen[-1] != int(text):
                     seen.append(int(text))
-                if 0 < int(text) < ROWS // 2 and not running.exists():
+                if 0 < int(text) < ROWS and not running.exists():
                     page.screenshot(path=str(running), full_page=True, animations="disabled")
                 return int(text)
 
@@ -122,8 +125,10 @@ def test_the_page_shows_a_migration_advance_and_finish(
             page.wait_for_selector(f"a[href='/migrations/{migration_id}']")
             browser.close()
     finally:
-        _, err = migration.communicate(timeout=120)
-    assert migration.returncode == 0, err
+        err = "the migration was never started"
+        if migration is not None:
+            _, err = migration.communicate(timeout=120)
+    assert migration is not None and migration.returncode == 0, err
     # Counts advanced while the page watched: seen between none and all, in order.
     assert len(seen) >= 3 and seen == sorted(seen), seen
     assert any(0 < count < ROWS for count in seen), seen
