@@ -207,6 +207,16 @@ class ReliableConsuming:
             self._no_ack_queues.discard(queue)
         return super().basic_consume(queue, *args, **kwargs)  # type: ignore[misc]
 
+    def _basic_cancel(self, consumer_tag: str) -> Any:
+        # The last consumer gone (a broadcast's replies collected, say): nothing is left
+        # to wake, so the watcher lets its lists go instead of holding a connection
+        # blocked on each for as long as the channel lives. A new consumer's first poll
+        # watches again.
+        answer = super()._basic_cancel(consumer_tag)  # type: ignore[misc]
+        if self._watcher is not None and not self.active_queues:
+            self._watcher.watch(())
+        return answer
+
     def _brpop_start(self, timeout: float | None = None) -> None:
         """``BRPOP`` the active queues' token lists (kombu: the queues themselves);
         the watcher makes sure a message on any of the queues leaves a token."""

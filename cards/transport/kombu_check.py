@@ -33,6 +33,7 @@ _EXPECTED_SIGNATURES: dict[str, tuple[str, ...]] = {
     "Channel._flush_brpop_reauth": ("self",),
     "Channel._q_for_pri": ("self", "queue", "pri"),
     "Channel.basic_consume": ("self", "queue", "args", "kwargs"),
+    "Channel._basic_cancel": ("self", "consumer_tag"),
     "Channel.conn_or_acquire": ("self", "client"),
     "QoS.append": ("self", "message", "delivery_tag"),
     "QoS.ack": ("self", "delivery_tag"),

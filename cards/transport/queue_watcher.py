@@ -7,6 +7,7 @@ watching that list until the worker is ready for more (:meth:`QueueWatcher.arm`)
 
 Invariants: the watcher never removes a message (only the take script takes one);
 losing it (a dead thread, a lost connection) only makes the worker poll every 1 s.
+A lost connection is logged once, and again when the watcher is back.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class QueueWatcher:
 
     def _run(self, key: str, stop: threading.Event, armed: threading.Event) -> None:
         connection: Any = None
+        failing = False  # a failure is logged once, then its end
         while not stop.is_set():
             if not armed.wait(self._timeout):
                 continue
@@ -112,7 +114,11 @@ class QueueWatcher:
                 connection.send_command("BLMOVE", key, key, "RIGHT", "RIGHT", self._timeout)
                 if not connection.can_read(timeout=self._timeout + REPLY_GRACE_SECONDS):
                     raise redis.exceptions.TimeoutError(f"no reply to BLMOVE on {key!r}")
-                if connection.read_response() is None:
+                reply = connection.read_response()
+                if failing:
+                    logger.info("queue watcher on %r: reconnected", key)
+                    failing = False
+                if reply is None:
                     continue  # the wait timed out: the list stayed empty
                 # Disarm first: an arm() from the event loop after the wake must count.
                 armed.clear()
@@ -120,12 +126,16 @@ class QueueWatcher:
             except Exception as exc:  # a thread must not die: log, reconnect, go on
                 if stop.is_set():
                     break  # stop() closed the pool under the blocked read
-                logger.warning(
-                    "queue watcher on %r: %s; retrying (the worker polls every %.0f s meanwhile)",
-                    key,
-                    type(exc).__name__,
-                    self._timeout,
-                )
+                if not failing:
+                    logger.warning(
+                        "queue watcher on %r: %s; retrying every %.1f s (the worker polls "
+                        "every %.0f s meanwhile)",
+                        key,
+                        type(exc).__name__,
+                        RETRY_SECONDS,
+                        self._timeout,
+                    )
+                failing = True
                 if connection is not None:
                     connection.disconnect()
                     self._pool.release(connection)

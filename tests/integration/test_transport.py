@@ -33,7 +33,7 @@ from cards.transport import WAKE_KEY_PREFIX, Channel, check_kombu_internals
 from cards.transport.channel import RESTING_BRPOP_TIMEOUT
 from cards.transport.queue_watcher import QueueWatcher
 from harness.chaos import RestartableRedis, run_restartable_redis
-from harness.processes import wait_for
+from harness.processes import client_app, wait_for
 from harness.queues import raw_task_message
 
 pytestmark = pytest.mark.timeout(60)
@@ -444,6 +444,18 @@ def test_the_watcher_reconnects_when_its_connections_are_cut(server: Restartable
     latencies = delivery_latencies(server, [QUEUE], push, 6)
     assert report("after its connections were cut", latencies[3:]) < 0.5
     assert client.llen(QUEUE) == 0
+
+
+def test_a_broadcast_leaves_no_watcher_behind(server: RestartableRedis) -> None:
+    """``celery inspect`` and Flower broadcast, then collect the replies on a queue of
+    their own: once the consumer of the replies is gone, nothing is left blocked on
+    Redis for it (it stayed as long as the connection, and retried a lost Redis for
+    ever)."""
+    app = client_app(server.url())
+    assert app.control.ping(timeout=0.3) == []  # no worker here: no reply
+    client = server.client()
+    wait_for(lambda: watchers_blocked(client) == 0, 10, "the watcher to let its lists go")
+    assert not [t.name for t in threading.enumerate() if "reply.celery.pidbox" in t.name]
 
 
 def test_the_watcher_leaves_every_message_in_its_queue(server: RestartableRedis) -> None:
