@@ -103,6 +103,7 @@ class Publisher:
         self._recording: tuple[kombu.Producer, _Recording] | None = None
         self._redis: redis.asyncio.Redis | None = None
         self._building = asyncio.Lock()
+        self._failures = 0  # attempts to build the recording producer that failed
         #: False once the broker turned out not to be Redis.
         self.is_redis = True
 
@@ -139,13 +140,25 @@ class Publisher:
 
     async def _ready(self) -> tuple[kombu.Producer, _Recording, redis.asyncio.Redis] | None:
         """The recording producer, its channel and the broker client, built by the first
-        send (once, however many sends arrive together); None if the broker is not Redis."""
+        send (once, however many sends arrive together); None if the broker is not Redis.
+
+        A send that waited on another's attempt, which failed (the broker down), does
+        not try again in its turn: it raises at once and goes through Celery's send,
+        so an outage costs each waiting request one attempt, not one per request ahead.
+        """
         if self._recording is None or self._redis is None:
+            failures = self._failures
             async with self._building:
                 if not self.is_redis:
                     return None
                 if self._recording is None or self._redis is None:
-                    recording = await run_in_threadpool(recording_producer, self.app)
+                    if self._failures != failures:
+                        raise redis.ConnectionError("the broker did not answer the send before")
+                    try:
+                        recording = await run_in_threadpool(recording_producer, self.app)
+                    except BaseException:
+                        self._failures += 1
+                        raise
                     if recording is None:
                         self.is_redis = False
                         return None

@@ -28,7 +28,7 @@ from cards.envelope import ErrorKind, failure, success
 from cards.jobs import InvalidJob, validate_job
 from cards.settings import Settings
 from harness.processes import REPO_ROOT, client_app, free_port
-from producers.http import models
+from producers.http import models, publish
 from producers.http.app import GatewayConfigError, create_app
 from producers.http.auth import (
     DEFAULT_SCOPES,
@@ -647,6 +647,30 @@ def test_an_unreachable_redis_broker_falls_back_to_celerys_send() -> None:
     with pytest.raises(kombu.exceptions.OperationalError):  # Celery's retries, then this
         asyncio.run(publisher.send(job))
     assert publisher.is_redis  # the next send tries the event loop again
+
+
+def test_sends_waiting_on_a_failed_first_attempt_do_not_try_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The broker down as a burst arrives: one attempt to build the publisher, and
+    # every send goes on to Celery's (which fails: a 503 for each request).
+    attempts: list[str] = []
+    real = publish.recording_producer
+
+    def recording_producer(app: Celery) -> Any:
+        attempts.append("attempt")
+        return real(app)
+
+    monkeypatch.setattr(publish, "recording_producer", recording_producer)
+    publisher = Publisher(fail_fast(unreachable_app()))
+    jobs = [validate_job({**GOOD, "job_id": f"outage-{n}"}).stamped() for n in range(8)]
+
+    async def burst() -> list[BaseException | bool]:
+        return await asyncio.gather(*(publisher.send(job) for job in jobs), return_exceptions=True)
+
+    outcomes = asyncio.run(burst())
+    assert attempts == ["attempt"]
+    assert all(isinstance(o, kombu.exceptions.OperationalError) for o in outcomes), outcomes
 
 
 def test_a_rabbitmq_broker_has_no_recording_channel() -> None:
