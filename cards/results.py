@@ -66,10 +66,7 @@ class ResultBackend:
                 meta = self._backend._get_result_meta(answer, states.SUCCESS, None, None)
                 meta["task_id"] = job_id
                 key, value = self.key(job_id), self._backend.encode(meta)
-                if seconds:
-                    pipe.setex(key, seconds, value)
-                else:
-                    pipe.set(key, value)
+                pipe.set(key, value, ex=int(seconds) if seconds else None)
                 pipe.publish(key, value)
             pipe.execute()
 
