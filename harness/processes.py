@@ -38,6 +38,7 @@ __all__ = [
     "TlsFiles",
     "client_app",
     "free_port",
+    "gone",
     "in_parallel",
     "run_bounded",
     "run_redis",
@@ -241,6 +242,15 @@ class CeleryWorker:
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
+
+
+def gone(pid: int) -> bool:
+    """The process no longer runs (a zombie left for its dead parent's reaper counts)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
 
 
 def child_pids(pid: int) -> list[int]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from harness.processes import run_bounded, wait_for
+from harness.processes import gone, run_bounded, wait_for
 
 #: A parent that starts a child (in its own process group), says so, then hangs.
 PARENT = """
@@ -21,21 +20,13 @@ time.sleep(600)
 """
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"  # not a zombie
-
-
 def test_past_its_time_limit_a_command_and_its_children_are_killed(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     with pytest.raises(subprocess.TimeoutExpired) as expired:
         run_bounded([sys.executable, "-c", PARENT, str(pid_file)], timeout=3)
     assert expired.value.output == "started\n"  # what it printed is kept
     child = int(pid_file.read_text())
-    wait_for(lambda: not alive(child), 10, "the command's child to be gone")
+    wait_for(lambda: gone(child), 10, "the command's child to be gone")
 
 
 def test_within_its_time_limit_it_answers_as_subprocess_run() -> None:

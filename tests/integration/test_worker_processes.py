@@ -32,6 +32,7 @@ from harness.processes import (
     child_pids,
     client_app,
     free_port,
+    gone,
     start_worker,
     wait_for,
 )
@@ -71,15 +72,6 @@ def env_for(redis_url: str, emulator: EmulatorProcess, **overrides: str) -> dict
 
 def siblings_of(worker: CeleryWorker) -> list[int]:
     return child_pids(worker.process.pid)
-
-
-def gone(pid: int) -> bool:
-    """The process no longer runs (a zombie left for its dead parent's reaper counts)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state in ("Z", "X")
 
 
 def enqueue(app: Celery, customers: list[dict[str, Any]], card: int) -> list[str]:
