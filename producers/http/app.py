@@ -37,7 +37,7 @@ from producers.http.migrations import migrations_router
 from producers.http.ownership import JobOwners
 from producers.http.result_feed import CLIENT_NAME, ResultFeed
 from producers.http.routes import add_routes
-from producers.http.shedding import InFlight, InFlightLimit
+from producers.http.shedding import InFlight, InFlightLimit, redis_pool_size
 from producers.http.tracing import trace_gateway
 
 __all__ = [
@@ -157,6 +157,7 @@ def _result_feed(settings: Settings, celery: Celery) -> ResultFeed:
             socket_connect_timeout=FEED_SOCKET_TIMEOUT_SECONDS,
             socket_keepalive=True,
             client_name=CLIENT_NAME,
+            max_connections=redis_pool_size(settings.gateway_max_in_flight),
         )
 
     return ResultFeed(new_client, backend.key, backend.decode)

@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 
 from cards.redis_urls import async_redis_client
 from cards.settings import Settings
+from producers.http.shedding import redis_pool_size
 
 __all__ = ["KEY_PREFIX", "Claim", "ClaimOutcome", "JobOwners", "job_digest"]
 
@@ -75,6 +76,7 @@ class JobOwners:
             settings.sentinel_master,
             socket_timeout=None,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            max_connections=redis_pool_size(settings.gateway_max_in_flight),
             # A connection Redis closed (a restart) is tried once more, on a new one:
             # every command here may run twice (a repeated claim reads as this one's).
             retry=Retry(NoBackoff(), 1),

@@ -30,6 +30,7 @@ from cards.kinds import Job
 from cards.redis_urls import async_redis_client
 from cards.settings import get_settings
 from producers.client import send_job
+from producers.http.shedding import redis_pool_size
 
 __all__ = ["CLIENT_NAME", "NotRecorded", "Publisher", "RecordedCommands", "recording_producer"]
 
@@ -111,12 +112,14 @@ class Publisher:
         conf = self.app.conf
         options = conf.broker_transport_options or {}
         ssl = conf.broker_use_ssl if isinstance(conf.broker_use_ssl, dict) else {}
+        settings = get_settings()
         return async_redis_client(
             str(conf.broker_url),
-            str(options.get("master_name", get_settings().sentinel_master)),
+            str(options.get("master_name", settings.sentinel_master)),
             socket_timeout=None,
             socket_connect_timeout=TIMEOUT_SECONDS,
             client_name=CLIENT_NAME,
+            max_connections=redis_pool_size(settings.gateway_max_in_flight),
             **ssl,
         )
 

@@ -17,13 +17,29 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from producers.http.errors import UNAVAILABLE, error_body
 
-__all__ = ["NEVER_SHED", "RETRY_AFTER_SECONDS", "InFlight", "InFlightLimit", "shed_body"]
+__all__ = [
+    "NEVER_SHED",
+    "RETRY_AFTER_SECONDS",
+    "InFlight",
+    "InFlightLimit",
+    "redis_pool_size",
+    "shed_body",
+]
 
 #: Paths a probe calls: answered even at the cap, and not counted.
 NEVER_SHED: Final = frozenset({"/healthz", "/readyz"})
 #: What a shed request's ``Retry-After`` says: a waiting request frees its slot within
 #: about a Stripe call, so a second is enough to find room again.
 RETRY_AFTER_SECONDS: Final = 1
+
+
+def redis_pool_size(cap: int) -> int:
+    """The most connections each asyncio Redis client of a gateway process may open
+    (sends, claims, result reads) under an in-flight cap of ``cap``: two a request (a
+    wake-up's read and the deadline's may overlap), so that no burst up to the cap
+    finds the pool full. redis-py's own bound (100) fails the command past it. They
+    open as needed and stay open for reuse. Pure."""
+    return 2 * cap
 
 
 def shed_body(cap: int) -> bytes:

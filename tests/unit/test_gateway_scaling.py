@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from producers.http.access_log import access_line
 from producers.http.app import GatewayConfigError, default_workers, serve
 from producers.http.result_feed import is_final
-from producers.http.shedding import InFlight, InFlightLimit, shed_body
+from producers.http.shedding import InFlight, InFlightLimit, redis_pool_size, shed_body
 
 
 def test_a_shed_answer_has_the_envelopes_shape() -> None:
@@ -22,6 +22,13 @@ def test_a_shed_answer_has_the_envelopes_shape() -> None:
         "message": "the gateway is at capacity (8 requests in flight); retry after 1 s",
         "data": None,
     }
+
+
+@pytest.mark.parametrize(("cap", "connections"), [(1, 2), (2, 4), (256, 512)])
+def test_each_client_may_open_two_connections_a_request_in_flight(
+    cap: int, connections: int
+) -> None:
+    assert redis_pool_size(cap) == connections
 
 
 def test_an_access_line_is_json_without_the_query_string() -> None:
