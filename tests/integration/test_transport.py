@@ -455,7 +455,12 @@ def test_a_broadcast_leaves_no_watcher_behind(server: RestartableRedis) -> None:
     assert app.control.ping(timeout=0.3) == []  # no worker here: no reply
     client = server.client()
     wait_for(lambda: watchers_blocked(client) == 0, 10, "the watcher to let its lists go")
-    assert not [t.name for t in threading.enumerate() if "reply.celery.pidbox" in t.name]
+
+    def reply_watchers() -> list[str]:
+        return [t.name for t in threading.enumerate() if "reply.celery.pidbox" in t.name]
+
+    # A thread ends just after its blocked command does: wait for that, not for luck.
+    wait_for(lambda: not reply_watchers(), 10, "the reply queue's watcher threads to end")
 
 
 def test_the_watcher_leaves_every_message_in_its_queue(server: RestartableRedis) -> None:
