@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SRC := cards worker producers stripe_emulator harness celeryconfig.py bench tests
 
-.PHONY: venv run run-rabbitmq test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p6 bench-replication bench-gateway fleet-simulation chaos-rabbitmq bench-brokers test-rabbitmq clean
+.PHONY: venv run run-rabbitmq test unit integration chaos smoke-stripe lint typecheck format bench bench-live bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p6 bench-replication bench-gateway bench-gateway-matrix fleet-simulation chaos-rabbitmq bench-brokers test-rabbitmq clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -101,9 +101,15 @@ bench-brokers: venv
 bench-replication: venv
 	$(BIN)/python -m bench.replication_loss
 
-## bench-gateway: the HTTP gateway: push against poll waits, CPU per 202, --workers 1 vs 2, overload.
+## bench-gateway: the HTTP gateway: push against poll waits, CPU per 202, --workers 1 vs 2, overload,
+## and alone (a stand-in worker) against the gateway before push waits (git archive of its commit).
 bench-gateway: venv
 	$(BIN)/python -m bench.gateway
+
+## bench-gateway-matrix: the gateway before and after at concurrency 10/50/200/500 and
+## Stripe 0/200 ms, enqueue and wait (jobs/s, p50/p95/p99, CPU, RSS, statuses).
+bench-gateway-matrix: venv
+	$(BIN)/python -m bench.gateway_matrix
 
 ## fleet-simulation: a 100-pod fleet under a burst (queue, scale-up lag, Stripe budget);
 ## redraws docs/fleet-simulation.png (docs/scaling.md).

@@ -60,9 +60,11 @@ def run_gateway(
     *,
     extra_args: tuple[str, ...] = (),
     workers: int | None = 1,
+    tree: Path = REPO_ROOT,
 ) -> Iterator[GatewayProcess]:
     """``cards gateway`` on 127.0.0.1 and a free port, with ``env`` over this environment,
-    in ``workers`` processes (None: the command's default, one per core)."""
+    in ``workers`` processes (None: no ``--workers``, the command's default). ``tree``:
+    the source tree it runs (another checkout, to compare two versions in one run)."""
     processes = () if workers is None else ("--workers", str(workers))
     port = free_port()
     with log_path.open("ab") as log_file:
@@ -77,8 +79,8 @@ def run_gateway(
                 *processes,
                 *extra_args,
             ],
-            cwd=REPO_ROOT,
-            env={**os.environ, **env},
+            cwd=tree,
+            env={**os.environ, **env, **({"PYTHONPATH": str(tree)} if tree != REPO_ROOT else {})},
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )

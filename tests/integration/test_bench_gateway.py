@@ -1,8 +1,10 @@
 """The gateway benchmark (``make bench-gateway``) runs at smoke size and prints its figures.
 
 Only that it runs is asserted: every side measured, every waiting request
-answered, every part's CPU per request for push-1, the overload shed and
-recovered, the goal lines printed. Whether a goal is met is the benchmark's
+answered, every part's CPU per request for push-1, the gateway measured alone
+with the stand-in worker answering (and the gateway before push waits, from its
+commit), the overload shed and recovered, the goal lines printed; the
+before/after matrix the same way. Whether a goal is met is the benchmark's
 result (BENCHMARKS.md), not a test's. The budget arithmetic is table-tested.
 """
 
@@ -12,7 +14,14 @@ import json
 
 import pytest
 
-from bench.gateway import gateway_cpu_budget
+from bench.gateway import (
+    SMOKE_ALONE_CONCURRENCY,
+    SMOKE_CONCURRENCY,
+    gateway_cpu_budget,
+    shed_in_gateway_ms,
+)
+from bench.gateway_matrix import SMOKE_CONCURRENCY as MATRIX_CONCURRENCY
+from bench.gateway_matrix import SMOKE_LATENCIES, VERSIONS
 from harness.processes import BIN, REPO_ROOT, run_bounded
 
 TIMEOUT_SECONDS = 600
@@ -30,6 +39,8 @@ def test_gateway_benchmark_runs_at_smoke_size() -> None:
         "wait at concurrency",
         "CPU ms per waiting request (push-1)",
         "waiting req/s",
+        "the gateway alone (a stand-in worker answering after 200 ms): wait at",
+        "the gateway alone: waiting req/s at concurrency",
         "CPU per 202",
         "overload:",
     )
@@ -42,6 +53,43 @@ def test_gateway_benchmark_runs_at_smoke_size() -> None:
     assert set(push["parts_cpu_ms"]) == {"gateway", "worker", "redis", "emulator", "client"}
     assert push["parts_cpu_ms"]["worker"] > 0
     assert figures["overload"]["shed"] > 0
+    assert figures["overload"]["shed_in_gateway_p99_ms"] >= 0  # read from the access log
+    alone = {(s["name"], s["concurrency"]): s for s in figures["alone"]}
+    assert set(alone) == {
+        ("alone-push-1", SMOKE_CONCURRENCY),
+        ("before-1", SMOKE_ALONE_CONCURRENCY),  # the gateway before push waits
+        ("alone-poll-1", SMOKE_ALONE_CONCURRENCY),
+        ("alone-push-1", SMOKE_ALONE_CONCURRENCY),
+        ("alone-push-2", SMOKE_ALONE_CONCURRENCY),
+    }
+    for side in alone.values():
+        assert side["statuses"] == {"200": side["requests"]}  # the stand-in answered each
+        assert set(side["parts_cpu_ms"]) == {"gateway", "stand-in", "redis", "client"}
+
+
+def test_gateway_matrix_runs_at_smoke_size() -> None:
+    done = run_bounded(
+        [str(BIN / "python"), "-m", "bench.gateway_matrix", "--smoke", "--json"],
+        cwd=REPO_ROOT,
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    cells = {(r["name"], r["mode"], r["latency_ms"], r["concurrency"]) for r in rows}
+    versions = [name for name, _, _ in VERSIONS]
+    sizes = [int(c) for c in MATRIX_CONCURRENCY.split(",")]
+    waits = {
+        (v, "wait", int(ms), c)
+        for v in versions
+        for ms in SMOKE_LATENCIES.split(",")
+        for c in sizes
+    }
+    enqueues = {(v, "enqueue", None, c) for v in versions for c in sizes}
+    assert cells == waits | enqueues
+    for row in rows:
+        taken = "200" if row["mode"] == "wait" else "202"
+        assert row["statuses"] == {taken: row["requests"]}, row  # every job taken
+        assert row["rss_mb"] > 0 and row["cpu_ms_per_request"] > 0
 
 
 @pytest.mark.parametrize(
@@ -57,3 +105,22 @@ def test_the_gateways_cpu_budget(
     parts: dict[str, float], cores: int, per_second: float, budget: float
 ) -> None:
     assert gateway_cpu_budget(parts, cores, per_second) == pytest.approx(budget)
+
+
+@pytest.mark.parametrize(
+    ("log", "times"),
+    [
+        ('{"ts": 1.0, "method": "POST", "path": "/x", "status": 503, "ms": 0.04}', [0.04]),
+        ('{"ts": 1.0, "method": "POST", "path": "/x", "status": 200, "ms": 210.5}', []),
+        ("INFO:     Uvicorn running on http://127.0.0.1:8000", []),
+        (
+            '[1, 2]\n{"status": 503}\n{"status": 503, "ms": 1.5}\n{"status": 503, "ms": 2}',
+            [1.5, 2.0],
+        ),
+        ("", []),
+    ],
+)
+def test_a_503s_time_in_the_gateway_is_read_from_its_access_lines(
+    log: str, times: list[float]
+) -> None:
+    assert shed_in_gateway_ms(log) == times
