@@ -11,10 +11,12 @@ result (BENCHMARKS.md), not a test's. The budget arithmetic is table-tested.
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from bench.gateway import (
+    BEFORE_COMMIT,
     SMOKE_ALONE_CONCURRENCY,
     SMOKE_CONCURRENCY,
     gateway_cpu_budget,
@@ -27,9 +29,21 @@ from harness.processes import BIN, REPO_ROOT, run_bounded
 TIMEOUT_SECONDS = 600
 
 
+def since() -> list[str]:
+    """``--before`` and the commit the before side runs: the benchmark's own when this
+    checkout has it, else HEAD (a shallow clone), which exercises the same export and
+    start-up."""
+    has = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "cat-file", "-e", f"{BEFORE_COMMIT}^{{commit}}"],
+        capture_output=True,
+        check=False,
+    )
+    return ["--before", BEFORE_COMMIT if has.returncode == 0 else "HEAD"]
+
+
 def test_gateway_benchmark_runs_at_smoke_size() -> None:
     done = run_bounded(
-        [str(BIN / "python"), "-m", "bench.gateway", "--smoke", "--json"],
+        [str(BIN / "python"), "-m", "bench.gateway", "--smoke", "--json", *since()],
         cwd=REPO_ROOT,
         timeout=TIMEOUT_SECONDS,
     )
@@ -69,7 +83,7 @@ def test_gateway_benchmark_runs_at_smoke_size() -> None:
 
 def test_gateway_matrix_runs_at_smoke_size() -> None:
     done = run_bounded(
-        [str(BIN / "python"), "-m", "bench.gateway_matrix", "--smoke", "--json"],
+        [str(BIN / "python"), "-m", "bench.gateway_matrix", "--smoke", "--json", *since()],
         cwd=REPO_ROOT,
         timeout=TIMEOUT_SECONDS,
     )
