@@ -332,7 +332,8 @@ class Settings(BaseSettings):
         ge=1,
         le=100000,
         description="Requests one HTTP gateway process serves at once (waits included); "
-        "past it, 503 with Retry-After at once, and /readyz answers 503.",
+        "past it, 503 with Retry-After at once, and /readyz answers 503. Each of the "
+        "process's Redis clients may open up to twice as many connections.",
     )
     gateway_access_log: bool = Field(
         default=True,
