@@ -25,7 +25,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
@@ -57,8 +57,9 @@ DEFAULT_REQUESTS: Final = 1500
 SMOKE_CONCURRENCY: Final = "4,8"
 SMOKE_LATENCIES: Final = "0,50"
 SMOKE_REQUESTS: Final = 24
-#: Each version: its name, its tree (None: this one) and ``--workers`` (None: the default).
-VERSIONS: Final = (("before", "before", None), ("after-1", None, 1), ("after", None, None))
+#: Each version: its name, whether it runs the ``--before`` tree (else this one), and its
+#: ``--workers`` (None: none given, the command's default).
+VERSIONS: Final = (("before", True, None), ("after-1", False, 1), ("after", False, None))
 
 
 def _numbers(text: str) -> list[int]:
@@ -80,10 +81,10 @@ def an_answer(emulator_url: str, customer: str) -> dict[str, Any]:
 
 @contextmanager
 def version(
-    env: dict[str, str], logs: Path, name: str, tree: Path | None, workers: int | None
+    env: dict[str, str], logs: Path, name: str, tree: Path, workers: int | None
 ) -> Iterator[GatewayProcess]:
     log = logs / f"gateway-{name}-{env['CARDS_QUEUE']}.log"
-    with run_gateway(env, log, workers=workers, tree=tree or REPO_ROOT) as process:
+    with run_gateway(env, log, workers=workers, tree=tree) as process:
         yield process
 
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="cards-bench-gateway-matrix-") as tmp,
     ):
         logs = Path(tmp)
-        trees = {"before": export_tree(args.before, logs / "before")}
+        before = export_tree(args.before, logs / "before")
         seeded = emulator.admin.seed(
             max(args.requests, 2 * max(concurrencies)), cards_per_customer=2
         )
@@ -133,15 +134,12 @@ def main(argv: list[str] | None = None) -> int:
             "CARDS_GATEWAY_API_KEYS": GATEWAY_KEY,
         }
         wait = f"/api/cards/default?wait={WAIT_SECONDS}"
+        waiting = {**env, "CARDS_QUEUE": STAND_IN_QUEUE}
         for latency in latencies:
-            with ExitStack() as stack:
-                stand_in = stack.enter_context(
-                    stand_in_worker({**env, "CARDS_QUEUE": STAND_IN_QUEUE}, logs, latency, answer)
-                )
+            with stand_in_worker(waiting, logs, latency, answer) as stand_in:
                 parts = {"stand-in": stand_in.pid, "redis": redis_server.process.pid}
-                for name, tree_name, workers in VERSIONS:
-                    tree = trees[tree_name] if tree_name else None
-                    waiting = {**env, "CARDS_QUEUE": STAND_IN_QUEUE}
+                for name, old, workers in VERSIONS:
+                    tree = before if old else REPO_ROOT
                     with version(waiting, logs, name, tree, workers) as gateway:
                         for c in concurrencies:
                             side = measure(
@@ -150,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                             )  # fmt: skip
                             print(_row("wait", latency, side), flush=True)
                             rows.append({"mode": "wait", "latency_ms": latency, **asdict(side)})
-        for name, tree_name, workers in VERSIONS:
-            tree = trees[tree_name] if tree_name else None
+        for name, old, workers in VERSIONS:
+            tree = before if old else REPO_ROOT
             with version({**env, "CARDS_QUEUE": UNREAD_QUEUE}, logs, name, tree, workers) as gw:
                 for c in concurrencies:
                     path = "/api/cards/default"
