@@ -19,6 +19,7 @@ from .config import (
     DEFAULT_FAULT_PATHS,
     DEFAULT_HANG_SECONDS,
     DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+    DEFAULT_LATE_ARRIVAL_SECONDS,
     JITTER_DISTRIBUTIONS,
     ConfigError,
     EmulatorConfig,
@@ -63,6 +64,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         help=f"route random faults apply to (default: {DEFAULT_FAULT_PATHS[0]})",
     )
     p.add_argument("--hang-seconds", type=float, default=DEFAULT_HANG_SECONDS)
+    p.add_argument("--late-arrival-seconds", type=float, default=DEFAULT_LATE_ARRIVAL_SECONDS)
     p.add_argument("--idempotency-ttl-seconds", type=float, default=DEFAULT_IDEMPOTENCY_TTL_SECONDS)
     p.add_argument("--log-requests", action="store_true", help="one stderr line per request")
     p.add_argument(
@@ -100,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         rate_limit_customer_update=args.rate_limit_customer_update,
         lock_timeout=not args.no_lock_timeout,
         hang_seconds=args.hang_seconds,
+        late_arrival_seconds=args.late_arrival_seconds,
         idempotency_ttl_seconds=args.idempotency_ttl_seconds,
         seed=args.seed,
         log_requests=args.log_requests,

@@ -100,6 +100,8 @@ class _Ctx:
     stripe_version: str
     request: web.Request
     raw: str
+    #: The front-door fault that held the request back (``late_arrival``), if any.
+    held_by: str | None = None
 
 
 class Emulator:
@@ -227,7 +229,11 @@ class Emulator:
             if fault is not None and fault.front_door:
                 if script is not None:
                     self.scripts.consume(script)
-                return await self._front_door_fault(request, ctx, fault, api_key)
+                if fault.kind != "late_arrival":
+                    return await self._front_door_fault(request, ctx, fault, api_key)
+                self.ledger.fault(fault.kind)
+                await self._arrive_late(request)
+                ctx.held_by, fault, script = fault.kind, None, None
             if parse_error is not None:
                 raise parse_error
             params = P.validate(route.schema, forms.decode(pairs))
@@ -415,6 +421,12 @@ class Emulator:
             ctx, err.status, dumps(err.body(ctx.request_id)), tuple(err.headers.items())
         )
 
+    async def _arrive_late(self, request: web.Request) -> None:
+        """Hold a request until its client has left (or for ``hang_seconds``, then close
+        it), then ``late_arrival_seconds`` more: it reaches Stripe after the client gave up."""
+        await self._hang(request)
+        await asyncio.sleep(self.config.late_arrival_seconds)
+
     async def _hang(self, request: web.Request) -> None:
         """Hold the connection without answering, then close it."""
         loop = asyncio.get_running_loop()
@@ -448,7 +460,7 @@ class Emulator:
                 "status": status,
                 "applied": applied,
                 "replayed": replayed,
-                "fault": fault,
+                "fault": fault or ctx.held_by,
             }
             ledger.write(event)
         if self.config.log_requests:

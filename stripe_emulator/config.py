@@ -16,6 +16,7 @@ from typing import Any
 from .faults import FAULT_KINDS
 
 DEFAULT_HANG_SECONDS = 30.0
+DEFAULT_LATE_ARRIVAL_SECONDS = 1.0
 DEFAULT_IDEMPOTENCY_TTL_SECONDS = 24 * 3600.0
 DEFAULT_FAULT_PATHS = ("POST /v1/customers/{id}",)
 JITTER_DISTRIBUTIONS = ("uniform", "exponential")
@@ -40,6 +41,8 @@ class EmulatorConfig:
     rate_limit_customer_update: float = 0.0
     lock_timeout: bool = True
     hang_seconds: float = DEFAULT_HANG_SECONDS
+    #: How long after its client left a ``late_arrival`` request reaches the pipeline.
+    late_arrival_seconds: float = DEFAULT_LATE_ARRIVAL_SECONDS
     idempotency_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS
     seed: int | None = None
     log_requests: bool = False
@@ -60,6 +63,7 @@ class EmulatorConfig:
             "rate_limit_global",
             "rate_limit_customer_update",
             "hang_seconds",
+            "late_arrival_seconds",
             "batch_upload_ttl_seconds",
         ):
             if getattr(self, name) < 0:
@@ -99,6 +103,7 @@ class EmulatorConfig:
             "rate_limit_customer_update": self.rate_limit_customer_update,
             "lock_timeout": self.lock_timeout,
             "hang_seconds": self.hang_seconds,
+            "late_arrival_seconds": self.late_arrival_seconds,
             "idempotency_ttl_seconds": self.idempotency_ttl_seconds,
             "seed": self.seed,
             "log_requests": self.log_requests,
@@ -132,6 +137,7 @@ _FIELD_TYPES: dict[str, str] = {
     "rate_limit_customer_update": "float",
     "lock_timeout": "bool",
     "hang_seconds": "float",
+    "late_arrival_seconds": "float",
     "idempotency_ttl_seconds": "float",
     "seed": "seed",
     "log_requests": "bool",

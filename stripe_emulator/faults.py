@@ -1,7 +1,7 @@
 """Injected faults: their kinds, random draws, and scripted queues.
 
 *Front-door* faults (``rate_limit``, ``conflict_409``, ``connection_reset``,
-``error_401``, ``error_403``) hit before the idempotency layer and are never saved;
+``error_401``, ``error_403``, ``late_arrival``) hit before the idempotency layer;
 *execution* faults (``error_500``, ``error_500_after_commit``, ``timeout_after_commit``)
 only affect a request that executes. Scripted faults are queued per customer and
 consumed in order; while a customer has some queued, no random fault is drawn for it,
@@ -17,7 +17,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-FRONT_DOOR_KINDS = ("rate_limit", "conflict_409", "connection_reset", "error_401", "error_403")
+FRONT_DOOR_KINDS = (
+    "rate_limit",
+    "conflict_409",
+    "connection_reset",
+    "error_401",
+    "error_403",
+    "late_arrival",
+)
 EXECUTION_KINDS = ("error_500", "error_500_after_commit", "timeout_after_commit")
 FAULT_KINDS = EXECUTION_KINDS + FRONT_DOOR_KINDS
 _FRONT_DOOR = frozenset(FRONT_DOOR_KINDS)

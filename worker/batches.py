@@ -98,13 +98,14 @@ class BatchGuard:
         self._leaving: list[tuple[str, str, AppliedRequest | None]] = []
         self._lock = threading.Lock()
         self.max_job_age_seconds = guard.max_job_age_seconds
+        self.lock_seconds = guard.lock_seconds
 
-    def enter(self, key: str) -> Entry:
+    def enter(self, key: str, job_id: str = "") -> Entry:
         with self._lock:
             entered = self._entered.pop(key, None)
         if entered is not None and entered[0] is not None:
             return entered
-        return self._guard.enter(key)
+        return self._guard.enter(key, job_id)
 
     def leave(self, key: str, token: str, applied: AppliedRequest | None = None) -> None:
         if key in self._repeated:
@@ -112,6 +113,9 @@ class BatchGuard:
             return
         with self._lock:
             self._leaving.append((key, token, applied))
+
+    def park(self, key: str, token: str, job_id: str, seconds: float) -> None:
+        self._guard.park(key, token, job_id, seconds)
 
     def close(self) -> None:
         """Release every lock taken, used or not, and record the newest requests."""

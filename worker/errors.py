@@ -55,6 +55,9 @@ class StripeCallError(Exception):
     kind: ClassVar[ErrorKind]
     #: Short reason, used for retry metrics and the "gave up" message.
     reason: ClassVar[str]
+    #: No final answer came for the request sent: Stripe may still apply it later
+    #: (so the customer stays locked until the job's retry, under the same key, ends it).
+    outcome_unknown: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -137,6 +140,7 @@ class StripeConflict(TransientError):
     """409: another request with the same key is in flight; nothing was saved."""
 
     reason = "conflict"
+    outcome_unknown = True
 
 
 class StripeConnectionFailed(TransientError):
@@ -144,6 +148,7 @@ class StripeConnectionFailed(TransientError):
     so the same key is reused: a replay then returns the saved outcome."""
 
     reason = "connection"
+    outcome_unknown = True
 
 
 def _header(exc: stripe.StripeError, name: str) -> str | None:

@@ -1,7 +1,9 @@
 """Newest request wins, one writer per customer: the rules and their Redis edge.
 
 One writer: a job holds a Redis lock on its customer (``SET NX PX``, released
-by compare-and-delete, expiring after ``lock_seconds``) for its attempt.
+by compare-and-delete, expiring after ``lock_seconds``) for its attempt. An
+attempt without a final answer (Stripe may still apply it) parks the lock for
+the job's own retry instead of releasing it.
 Newest wins: under the lock, a request older than the newest one applied to
 the customer ends "superseded" without a Stripe call; equal times are ordered
 by job id. A job without ``requested_at`` counts as requested when first run.
@@ -39,6 +41,8 @@ RECORD_SLACK_SECONDS: Final = 3600
 _ENTER_LUA: Final = read_lua("worker", "customer_enter.lua")
 #: Record the request just applied, then release the lock if the token still holds it.
 _LEAVE_LUA: Final = read_lua("worker", "customer_leave.lua")
+#: Hand the lock from the token to the job's retry.
+_PARK_LUA: Final = read_lua("worker", "customer_park.lua")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class CustomerGuard:
         self._redis = client
         self._enter = client.register_script(_ENTER_LUA)
         self._leave = client.register_script(_LEAVE_LUA)
+        self._park = client.register_script(_PARK_LUA)
         self.lock_seconds = lock_seconds
         self.max_job_age_seconds = max_job_age_seconds
 
@@ -84,18 +89,20 @@ class CustomerGuard:
     # round trip); a pipeline of scripts first asks SCRIPT EXISTS (one more), which
     # only a batch of customers makes worth it.
 
-    def enter(self, key: str) -> Entry:
-        """Take the customer's lock: (a token proving it, or None if another job holds it)
-        and the newest request applied to the customer so far."""
+    def enter(self, key: str, job_id: str = "") -> Entry:
+        """Take the customer's lock, or the lock parked for ``job_id``: (a token proving
+        it, or None if another job holds it) and the newest request applied so far."""
         token = secrets.token_hex(8)
-        return _entry(token, self._enter(keys=ordering_keys(key), args=self._enter_args(token)))
+        args = self._enter_args(token, job_id)
+        return _entry(token, self._enter(keys=ordering_keys(key), args=args))
 
     def enter_many(self, keys: Sequence[str]) -> list[Entry]:
         """:meth:`enter` for each of several customers (distinct keys), in one round trip."""
         tokens = [secrets.token_hex(8) for _ in keys]
         with self._redis.pipeline(transaction=False) as pipe:
             for key, token in zip(keys, tokens, strict=True):
-                self._enter(keys=ordering_keys(key), args=self._enter_args(token), client=pipe)
+                args = self._enter_args(token, "")
+                self._enter(keys=ordering_keys(key), args=args, client=pipe)
             answers = pipe.execute()
         return [_entry(token, answer) for token, answer in zip(tokens, answers, strict=True)]
 
@@ -113,8 +120,12 @@ class CustomerGuard:
                 self._leave(keys=ordering_keys(key), args=args, client=pipe)
             pipe.execute()
 
-    def _enter_args(self, token: str) -> list[str | int]:
-        return [token, int(self.lock_seconds * 1000)]
+    def park(self, key: str, token: str, job_id: str, seconds: float) -> None:
+        """Keep the customer locked for ``seconds`` for ``job_id``'s retry alone."""
+        self._park(keys=ordering_keys(key)[:1], args=[token, job_id, int(seconds * 1000)])
+
+    def _enter_args(self, token: str, job_id: str) -> list[str | int]:
+        return [token, int(self.lock_seconds * 1000), job_id]
 
     def _leave_args(self, token: str, applied: AppliedRequest | None) -> list[str | int]:
         return [
@@ -141,7 +152,10 @@ class Guard(Protocol):
     batch's view of it, :class:`worker.batches.BatchGuard`)."""
 
     max_job_age_seconds: float
+    lock_seconds: float
 
-    def enter(self, key: str) -> Entry: ...
+    def enter(self, key: str, job_id: str = "") -> Entry: ...
 
     def leave(self, key: str, token: str, applied: AppliedRequest | None = None) -> None: ...
+
+    def park(self, key: str, token: str, job_id: str, seconds: float) -> None: ...

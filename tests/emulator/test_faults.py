@@ -10,7 +10,7 @@ import stripe
 
 from stripe_emulator.admin_client import EmulatorAdmin, EmulatorAdminError
 
-from .conftest import ClientFactory
+from .conftest import ClientFactory, wait_for
 from .conftest import error_code as _code
 
 
@@ -43,6 +43,47 @@ def test_timeout_after_commit_applies_saves_and_hangs(
         True,
         "timeout_after_commit",
     )
+
+
+def _give_up_on_a_late_arrival(
+    client_factory: ClientFactory, admin: EmulatorAdmin, seeded: dict[str, Any], key: str
+) -> None:
+    """Send an update that arrives late; the client gives up on it after 0.2 s."""
+    admin.configure(late_arrival_seconds=0.3)
+    admin.script_faults(seeded["id"], ["late_arrival"])
+    with pytest.raises(stripe.APIConnectionError):
+        _update(client_factory(timeout=0.2), seeded, key)
+
+
+def test_late_arrival_applies_after_the_client_gave_up(
+    client_factory: ClientFactory, admin: EmulatorAdmin, seeded: dict[str, Any]
+) -> None:
+    _give_up_on_a_late_arrival(client_factory, admin, seeded, "fault-late")
+    assert admin.get_customer(seeded["id"])["default_source"] == seeded["cards"][0]
+
+    ledger = wait_for(
+        lambda: (found := admin.ledger())["writes_applied_by_key"] and found,
+        what="the late request to be applied",
+    )
+    assert admin.get_customer(seeded["id"])["default_source"] == seeded["cards"][1]
+    assert ledger["writes_applied_by_key"] == {"fault-late": 1}
+    assert ledger["faults_injected"] == {"late_arrival": 1}
+    (late,) = ledger["events"]
+    assert (late["applied"], late["fault"]) == (True, "late_arrival")
+
+
+def test_a_retry_before_the_late_arrival_leaves_it_a_replay(
+    client_factory: ClientFactory, admin: EmulatorAdmin, seeded: dict[str, Any]
+) -> None:
+    _give_up_on_a_late_arrival(client_factory, admin, seeded, "fault-late-retried")
+    retried = _update(client_factory(), seeded, "fault-late-retried")
+    assert retried.last_response is not None
+    assert retried.last_response.headers.get("idempotent-replayed") is None
+    wait_for(lambda: len(admin.ledger()["events"]) == 2, what="the late request")
+    ledger = admin.ledger()
+    assert ledger["writes_applied_by_key"] == {"fault-late-retried": 1}
+    events = [(e["replayed"], e["fault"]) for e in ledger["events"]]
+    assert events == [(False, None), (True, "late_arrival")]
 
 
 def test_connection_reset_applies_and_saves_nothing(
@@ -175,4 +216,5 @@ def test_admin_rejects_bad_knobs(admin: EmulatorAdmin) -> None:
         "connection_reset",
         "error_401",
         "error_403",
+        "late_arrival",
     }

@@ -12,9 +12,16 @@ from cards.jobs import validate_job
 from tests.unit.pipelines import JobRunner
 from tests.unit.test_runner import ScriptedGateway
 from worker.attempts import SetDefaultCard
-from worker.errors import StripeServerError
+from worker.errors import (
+    CardDeclined,
+    StripeCallError,
+    StripeConflict,
+    StripeConnectionFailed,
+    StripeRateLimited,
+    StripeServerError,
+)
 from worker.jobstate import JobStateStore
-from worker.middleware.customer_order import CustomerOrder
+from worker.middleware.customer_order import CustomerOrder, park_seconds
 from worker.middleware.retries import Retries
 from worker.ordering import (
     AppliedRequest,
@@ -153,6 +160,58 @@ def test_lock_is_released_after_a_failed_attempt() -> None:
     runner, guard = guarded(ScriptedGateway([StripeServerError("500")]), server)
     assert isinstance(runner.run(job(T0 - 1, "j1"), "j1", first_delivery=True), RetryLater)
     assert guard.enter(customer_key("cus_A1", None))[0] is not None
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome", "parked"),
+    [
+        (None, {"status": True}, None),
+        (StripeServerError("500"), RetryLater(4, "server_error"), None),  # answered
+        (StripeRateLimited("429"), RetryLater(4, "rate_limit"), None),  # nothing applied
+        (CardDeclined("402"), {"status": False}, None),
+        (StripeConnectionFailed("timeout"), RetryLater(4, "connection"), 5 + 4),
+        (StripeConflict("409: our key in flight"), RetryLater(2, "conflict"), 5 + 2),
+        (StripeConnectionFailed("timeout"), {"status": False}, 5),  # gave up
+    ],
+)
+def test_park_table(error: StripeCallError | None, outcome: Any, parked: float | None) -> None:
+    assert park_seconds(error, outcome, lock_seconds=5) == parked
+
+
+def test_a_parked_lock_is_taken_over_by_its_job_alone() -> None:
+    server = fakeredis.FakeRedis()
+    guard = CustomerGuard(server, lock_seconds=5, max_job_age_seconds=3600)
+    token, _ = guard.enter("k", "old")
+    assert token is not None
+    guard.park("k", token, "old", 30)
+    assert server.get("cards:customer-lock:k") == b"parked:old"
+    assert 5000 < server.pttl("cards:customer-lock:k") <= 30_000
+    assert guard.enter("k", "new") == (None, None)
+    assert guard.enter("k") == (None, None)
+    again, _ = guard.enter("k", "old")
+    assert again is not None and again != token
+    assert 0 < server.pttl("cards:customer-lock:k") <= 5000
+    guard.park("k", token, "old", 30)  # a stale token parks nothing
+    assert server.get("cards:customer-lock:k") == again.encode()
+    guard.leave("k", again)
+    assert guard.enter("k", "new")[0] is not None
+
+
+def test_an_unanswered_write_keeps_the_customer_until_its_retry_has_an_answer() -> None:
+    """The old request may still land at Stripe: a newer one must not be written first."""
+    server = fakeredis.FakeRedis()
+    gateway = ScriptedGateway([StripeConnectionFailed("timeout"), StripeConflict("409")])
+    runner, guard = guarded(gateway, server)
+    older, newer = job(T0 - 10, "old", "card_OLD"), job(T0 - 1, "new", "card_NEW")
+    assert runner.run(older, "old", first_delivery=True) == RetryLater(1, "connection", "timeout")
+    assert runner.run(newer, "new", first_delivery=True) == RetryLater(1, "customer_busy")
+    assert isinstance(runner.run(older, "old"), RetryLater)  # 409: still in flight
+    assert runner.run(newer, "new") == RetryLater(1, "customer_busy")
+    answered = runner.run(older, "old")
+    assert isinstance(answered, dict) and answered["status"] is True
+    assert isinstance(runner.run(newer, "new"), dict)
+    assert gateway.current_default == "card_NEW"
+    assert guard.enter(customer_key("cus_A1", None))[1] == AppliedRequest(T0 - 1, "new")
 
 
 def test_stale_request_is_refused() -> None:

@@ -4,9 +4,11 @@ Before the attempt the job is refused as stale if it is older than the guard's
 ``max_job_age``, waits (back to the queue) while another job holds its
 customer, and ends "superseded" if a newer request was applied already. After
 the attempt the lock is released and, if the job succeeded, its request is
-recorded as the customer's newest. The rules and their Redis edge are
-:mod:`worker.ordering`; a bulk batch plugs in its own guard
-(:class:`worker.batches.BatchGuard`).
+recorded as the customer's newest; if the attempt got no final answer (Stripe
+may still apply it), the lock is parked for the job's retry instead
+(:func:`park_seconds`), so no later request can be overtaken by it. The rules
+and their Redis edge are :mod:`worker.ordering`; a bulk batch plugs in its own
+guard (:class:`worker.batches.BatchGuard`).
 """
 
 from __future__ import annotations
@@ -19,16 +21,30 @@ from typing import Final
 import redis
 
 from cards.envelope import ErrorKind, failure
+from worker.errors import StripeCallError
 from worker.ordering import AppliedRequest, Guard, customer_key, is_stale, is_superseded
 from worker.pipeline import Attempted, JobCall, Outcome, RetryLater, Step
 from worker.retry_policy import RetryPolicy
 
-__all__ = ["CUSTOMER_BUSY_COUNTDOWN_SECONDS", "CustomerOrder"]
+__all__ = ["CUSTOMER_BUSY_COUNTDOWN_SECONDS", "CustomerOrder", "park_seconds"]
 
 logger = logging.getLogger(__name__)
 
 #: A job whose customer is being written by another job comes back this much later.
 CUSTOMER_BUSY_COUNTDOWN_SECONDS: Final = 1
+
+
+def park_seconds(
+    error: StripeCallError | None, outcome: Attempted, lock_seconds: float
+) -> float | None:
+    """How long to keep the customer locked for the job's retry (None: release it). (Pure.)
+
+    Only an attempt whose request may still be applied parks: until the retry
+    comes (its countdown) and runs (``lock_seconds``). A job that gave up keeps
+    the customer for ``lock_seconds``, as if its worker had died."""
+    if error is None or not error.outcome_unknown:
+        return None
+    return lock_seconds + (outcome.countdown if isinstance(outcome, RetryLater) else 0)
 
 
 class CustomerOrder(Step):
@@ -49,7 +65,7 @@ class CustomerOrder(Step):
             )
         key = customer_key(call.job.userId, call.job.stripe_account)
         try:
-            token, newest = self.guard.enter(key)
+            token, newest = self.guard.enter(key, call.job_id)
         except redis.RedisError:
             return RetryLater(self.policy.countdown(1), "state_store")
         if token is None:
@@ -69,6 +85,14 @@ class CustomerOrder(Step):
             return outcome
         key, token, requested_at = call.customer_hold
         call.customer_hold = None
+        parked = park_seconds(call.error, outcome, self.guard.lock_seconds)
+        if parked is not None:
+            try:
+                self.guard.park(key, token, call.job_id, parked)
+            except redis.RedisError:
+                # The lock stays with the token until it expires: the same protection.
+                logger.error("customer %s: could not park its lock for the job's retry", key)
+            return outcome
         applied = None
         if isinstance(outcome, dict) and outcome["status"]:
             applied = AppliedRequest(requested_at, call.job_id, call.job.default_source)
