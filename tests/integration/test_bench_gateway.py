@@ -19,6 +19,8 @@ from bench.gateway import (
     BEFORE_COMMIT,
     SMOKE_ALONE_CONCURRENCY,
     SMOKE_CONCURRENCY,
+    capacity_verdict,
+    closed_loop_ceiling,
     gateway_cpu_budget,
     shed_in_gateway_ms,
 )
@@ -119,6 +121,33 @@ def test_the_gateways_cpu_budget(
     parts: dict[str, float], cores: int, per_second: float, budget: float
 ) -> None:
     assert gateway_cpu_budget(parts, cores, per_second) == pytest.approx(budget)
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "wait_ms", "ceiling"),
+    [(50, 220.0, 227.27), (200, 220.0, 909.09), (10, 1000.0, 10.0)],
+)
+def test_a_closed_loops_ceiling(concurrency: int, wait_ms: float, ceiling: float) -> None:
+    assert closed_loop_ceiling(concurrency, wait_ms) == pytest.approx(ceiling, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("baseline", "ratio", "ceiling", "verdict"),
+    [
+        (265.7, 3.30, 909.1, "goal >= 2x: met"),
+        (400.0, 1.90, 909.1, "goal >= 2x: NOT met"),
+        # 50 clients answered in 220 ms send 227 req/s: 2x of 125 is out of their reach
+        (
+            125.7,
+            1.69,
+            227.3,
+            "goal >= 2x not judged here: 251 req/s is more than these "
+            "clients send when answered within the wait goal, 227",
+        ),
+    ],
+)
+def test_the_capacity_verdict(baseline: float, ratio: float, ceiling: float, verdict: str) -> None:
+    assert capacity_verdict(baseline, ratio, ceiling) == verdict
 
 
 @pytest.mark.parametrize(
