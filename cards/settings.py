@@ -246,7 +246,8 @@ class Settings(BaseSettings):
         default=25.0,
         gt=0,
         description="A customer lock expires after this if its worker dies; keep it above one "
-        "attempt (two Stripe timeouts plus the rate-limit wait).",
+        "attempt (two Stripe timeouts plus the rate-limit wait). A write without an answer "
+        "keeps its customer for its retry: the countdown plus this.",
     )
     max_job_age_seconds: int = Field(
         default=2 * 86400,

@@ -136,3 +136,15 @@ def test_a_lock_held_elsewhere_is_entered_again_when_the_row_runs() -> None:
     batch.leave("-:cus_a", token)
     batch.close()
     assert outsider.enter("-:cus_a")[0] is not None
+
+
+def test_a_batch_row_without_an_answer_parks_its_customer_for_its_retry() -> None:
+    server = fakeredis.FakeRedis()
+    batch = BatchGuard(_guard(server), ["-:cus_a"])
+    token, _ = batch.enter("-:cus_a", "m:2")
+    assert token is not None
+    batch.park("-:cus_a", token, "m:2", 30)
+    batch.close()  # a parked customer is not released with the batch
+    assert _guard(server).enter("-:cus_a", "m:3") == (None, None)
+    again = BatchGuard(_guard(server), ["-:cus_a"])  # the row's retry, in a later batch
+    assert again.enter("-:cus_a", "m:2")[0] is not None
